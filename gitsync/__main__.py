@@ -1,0 +1,3 @@
+from gitsync.cli import main_entry
+
+main_entry()

@@ -1,0 +1,93 @@
+"""Rules that span a whole definition set: the flat target layout and unique job names.
+
+Farm scans a job directory non-recursively, so gitsync flattens the repo: `jobs/render/a.kit`
+is written as `a.kit`. Two files with one base name, or two definitions with one job name
+(Farm would keep one of them at random), are errors naming both files.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from gitsync.kit import KitReport
+from gitsync.problems import Problem
+
+KIT_SUFFIX = ".kit"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One definition file of the set, after its own checks."""
+
+    repo_path: str
+    names: tuple[str, ...]
+    problems: tuple[Problem, ...]
+
+
+def target_name(repo_path: str) -> str:
+    """Where a repo file lands in the flat job directory."""
+    return posixpath.basename(repo_path)
+
+
+def is_definition_path(repo_path: str) -> bool:
+    """Farm loads files ending exactly in `.kit`; anything else in the repo is documentation or tooling."""
+    return repo_path.endswith(KIT_SUFFIX) and not posixpath.basename(repo_path).startswith(".")
+
+
+def suffix_problem(repo_path: str) -> Problem | None:
+    """A near-miss like `job.KIT`, which a reviewer would expect to load but Farm never will."""
+    base = posixpath.basename(repo_path)
+    if base.lower().endswith(KIT_SUFFIX) and not base.endswith(KIT_SUFFIX):
+        return Problem(repo_path, 1, 1, "warning", "Farm loads only files ending exactly in '.kit'",
+                       f"rename it to {base[: -len(KIT_SUFFIX)]}.kit")
+    return None
+
+
+def symlink_problem(repo_path: str) -> Problem:
+    return Problem(repo_path, 1, 1, "error", "definition file is a symbolic link",
+                   "commit the file itself; links could point outside the definitions path")
+
+
+def from_report(repo_path: str, report: KitReport) -> Checked:
+    return Checked(repo_path, report.names, tuple(p.at(repo_path) for p in report.problems))
+
+
+def check_set(files: Iterable[Checked], changed: set[str] | None = None) -> dict[str, list[Problem]]:
+    """All problems per repo path, adding the cross-file ones.
+
+    `changed` names the files that are new in this commit: a clash between a changed and an
+    unchanged file is blamed on the changed one, so `on_invalid = "skip"` keeps the old file.
+    """
+    files = list(files)
+    result: dict[str, list[Problem]] = {f.repo_path: list(f.problems) for f in files}
+    by_target: dict[str, list[str]] = {}
+    by_name: dict[str, list[str]] = {}
+    for f in files:
+        by_target.setdefault(target_name(f.repo_path), []).append(f.repo_path)
+        for name in f.names:
+            by_name.setdefault(name, []).append(f.repo_path)
+    for target, paths in by_target.items():
+        for path, other in _clashes(paths, changed):
+            result[path].append(Problem(path, 1, 1, "error",
+                                        f"{path} and {other} both land as {target} in the flat job directory",
+                                        "give one of them another file name"))
+    for name, paths in by_name.items():
+        for path, other in _clashes(paths, changed):
+            where = "also in this file" if other == path else f"also defined in {other}"
+            result[path].append(Problem(path, 1, 1, "error", f"job name {name!r} is {where}; Farm would keep only one",
+                                        "rename or remove one of the definitions"))
+    return result
+
+
+def _clashes(paths: list[str], changed: set[str] | None) -> list[tuple[str, str]]:
+    if len(paths) < 2:
+        return []
+    ordered = sorted(paths)
+    blamed = [p for p in ordered if changed is None or p in changed] or ordered
+    return [(p, next((o for o in ordered if o != p), p)) for p in dict.fromkeys(blamed)]
+
+
+def error_paths(problems: Mapping[str, list[Problem]]) -> set[str]:
+    return {path for path, found in problems.items() if any(p.severity == "error" for p in found)}

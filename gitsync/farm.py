@@ -1,0 +1,142 @@
+"""What Omniverse Farm 2.x itself defines about job definitions, in one place.
+
+Both the validator and the Farm-compatible jobs service read these, so the two can never
+disagree about a field type, a default or a name rule. Source: ../shared/farm-jobs.md
+(read from Farm's own code).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+#: Field name -> (accepted Python types as parsed from TOML, human name for messages).
+FIELD_TYPES: Final[dict[str, tuple[tuple[type, ...], str]]] = {
+    "job_type": ((str,), "a string"),
+    "command": ((str,), "a string"),
+    "name": ((str,), "a string"),
+    "args": ((list,), "an array of strings"),
+    "allowed_args": ((dict,), "a table of { arg = string, default = any }"),
+    "task_function": ((str,), "a string"),
+    "env": ((dict,), "a table of strings"),
+    "log_to_stdout": ((bool,), "true or false"),
+    "headless": ((bool,), "true or false"),
+    "active": ((bool,), "true or false"),
+    "success_return_codes": ((list,), "an array of integers"),
+    "working_directory": ((str,), "a string"),
+    "container": ((str,), "a string"),
+    "capacity_requirements": ((dict,), "a table"),
+    "extension_paths": ((list,), "an array of strings"),
+    "job_spec_path": ((str,), "a string"),
+    "unresolved_command_path": ((str,), "a string"),
+}
+
+REQUIRED_FIELDS: Final = ("job_type", "command")
+JOB_TYPES: Final = ("base", "kit-service")
+
+#: Fields the store fills in itself; they mean nothing in git and are never committed.
+STORE_ONLY_FIELDS: Final = frozenset({"job_spec_path", "unresolved_command_path", "extension_paths"})
+
+#: The JSON shape of a definition on the jobs service API (`/load`, `/save`), with Farm's defaults.
+DEFINITION_DEFAULTS: Final[dict[str, Any]] = {
+    "name": None,
+    "job_type": None,
+    "command": None,
+    "args": [],
+    "task_function": None,
+    "env": {},
+    "log_to_stdout": True,
+    "extension_paths": [],
+    "allowed_args": {},
+    "job_spec_path": None,
+    "headless": True,
+    "active": True,
+    "unresolved_command_path": None,
+    "success_return_codes": [0],
+    "capacity_requirements": {},
+    "working_directory": None,
+    "container": None,
+}
+
+MAX_NAME_LENGTH: Final = 32  # tasks reference definitions by task_type, limited to 32
+DEFAULT_API_KEY: Final = "change-me"
+DEFAULT_URL_PREFIX: Final = "/queue/management/jobs"
+DEFAULT_PORT: Final = 8222
+
+DIRECTORY_STORE_CLASS: Final = "nv.svc.farm.services.jobs.facilities.store.directory.DirectoryJobStore"
+REDIS_STORE_CLASS: Final = "nv.svc.farm.services.jobs.facilities.store.redis.RedisJobStore"
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def name_problem(name: str) -> str | None:
+    """Why Farm's `jobs/save` would reject this job name, or None if it is acceptable."""
+    if not name:
+        return "the job name is empty"
+    if "_" in name:
+        return f"job name {name!r} contains '_', which Farm rejects; use '-' instead"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"job name {name!r} is {len(name)} characters; Farm allows at most {MAX_NAME_LENGTH}"
+    return None
+
+
+def with_defaults(name: str, definition: dict[str, Any]) -> dict[str, Any]:
+    """A definition as Farm's store hands it out: every known field present, defaults filled in."""
+    merged: dict[str, Any] = {k: _copy(v) for k, v in DEFINITION_DEFAULTS.items()}
+    for key, value in definition.items():
+        if value is not None:
+            merged[key] = value
+    merged["name"] = name
+    return merged
+
+
+#: Farm's ``JobDefinition`` constructor replaces a falsy value (None, "", [], {}) of these fields
+#: with these (``self.container = container or ""``), so a real jobs service never returns None for
+#: them, and ``jobs/save`` writes ``task_function = ""`` and ``container = ""`` into .kit files.
+#: Source: nv/svc/farm/services/jobs/definitions.py.
+JOB_DEFINITION_COERCIONS: Final[dict[str, Any]] = {
+    "args": [],
+    "task_function": "",
+    "env": {},
+    "extension_paths": [],
+    "allowed_args": {},
+    "success_return_codes": [0],
+    "capacity_requirements": {},
+    "container": "",
+}
+
+
+def as_job_definition(name: str, definition: dict[str, Any]) -> dict[str, Any]:
+    """A definition exactly as Farm's ``JobDefinition`` holds it: ``with_defaults``, then Farm's
+    ``value or default`` coercions. This is what a real jobs service returns from ``/load``."""
+    merged = with_defaults(name, definition)
+    for key, default in JOB_DEFINITION_COERCIONS.items():
+        if not merged[key]:
+            merged[key] = _copy(default)
+    return merged
+
+
+def bad_folder_placeholders(paths: list[Any]) -> list[str]:
+    """Entries of `[settings.app.exts.folders] "++"` that make Farm's `str.format(job=...)` raise.
+
+    Farm formats these outside its per-definition error handling, so one bad entry aborts the
+    whole directory rescan; return a description of each offending entry.
+    """
+    bad: list[str] = []
+    for entry in paths:
+        if not isinstance(entry, str):
+            bad.append(f"{entry!r} is not a string")
+            continue
+        try:
+            entry.format(job="/x")
+        except (KeyError, IndexError, ValueError) as exc:
+            bad.append(f"{entry!r} ({type(exc).__name__}: {exc})")
+    return bad
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return dict(value)
+    if isinstance(value, list):
+        return list(value)
+    return value

@@ -1,0 +1,224 @@
+"""Validate one `.kit` file the way Farm will read it, before it gets anywhere near a job directory.
+
+Pure: bytes in, findings out. Farm's DirectoryJobStore parses with the old `toml` package and
+skips a bad file with nothing but a log line, so every rule here exists to turn one of Farm's
+silent failures into a loud, fixable error at review time.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import toml
+
+from gitsync import farm
+from gitsync.problems import Problem
+
+MAX_FILE_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class KitReport:
+    """What a file defines (job names in file order) and every problem found in it."""
+
+    names: tuple[str, ...]
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+
+def check_kit(data: bytes, path: str, *, strict: bool = False, max_size: int = MAX_FILE_SIZE) -> KitReport:
+    """Check a file's bytes; `path` is only used in messages."""
+    if len(data) > max_size:
+        return _fail(path, f"file is {len(data)} bytes, over the {max_size}-byte limit",
+                     "split it into smaller files or raise sync.max_file_size")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        return _fail(path, f"file is not valid UTF-8 (byte {exc.start})",
+                     "save the file as UTF-8", line=line)
+    doc, problem = _parse_both(text, path)
+    if problem:
+        return KitReport((), (problem,))
+    assert doc is not None
+    return _check_document(doc, _Locator(text, path), strict=strict)
+
+
+def _fail(path: str, message: str, fix: str, line: int = 1, col: int = 1) -> KitReport:
+    return KitReport((), (Problem(path, line, col, "error", message, fix),))
+
+
+_TOMLLIB_POS = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def _parse_both(text: str, path: str) -> tuple[dict[str, Any] | None, Problem | None]:
+    """Parse as TOML 1.0 and as Farm does; both must accept the file and agree on its meaning."""
+    try:
+        strict_doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        pos = _TOMLLIB_POS.search(msg)
+        line, col = (int(pos.group(1)), int(pos.group(2))) if pos else (1, 1)
+        return None, Problem(path, line, col, "error", f"invalid TOML: {_TOMLLIB_POS.sub('', msg).strip()}",
+                             "fix the syntax (TOML 1.0)")
+    try:
+        farm_doc = toml.loads(text)
+    except (toml.TomlDecodeError, IndexError, ValueError, TypeError) as exc:
+        line, col = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
+        reason = getattr(exc, "msg", str(exc))
+        return None, Problem(path, line, col, "error", f"Farm's TOML parser (toml 0.10) rejects this file: {reason}",
+                             "use syntax both parsers accept (e.g. single-quoted literal strings for Windows paths)")
+    if _plain(farm_doc) != _plain(strict_doc):
+        key = _first_difference(strict_doc, farm_doc)
+        return None, Problem(path, 1, 1, "error",
+                             f"Farm's TOML parser reads {key or 'this file'} differently from TOML 1.0",
+                             "rewrite the value in a simpler form (plain strings, no dotted keys in inline tables)")
+    return strict_doc, None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if _plain(a.get(key)) != _plain(b.get(key)):
+                return _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+    return f"'{prefix}'" if prefix else ""
+
+
+class _Locator:
+    """Finds the line of a table header or key so messages point where the fix goes."""
+
+    def __init__(self, text: str, path: str) -> None:
+        self.lines = text.splitlines()
+        self.path = path
+
+    def table(self, key: str) -> int:
+        header = re.compile(r"^\s*\[\s*job\s*\.\s*(\"%s\"|'%s'|%s)\s*\]" % ((re.escape(key),) * 3))
+        for number, line in enumerate(self.lines, 1):
+            if header.match(line):
+                return number
+        return 1
+
+    def field(self, key: str, field: str) -> int:
+        start = self.table(key)
+        pattern = re.compile(r"^\s*(\"%s\"|'%s'|%s)\s*[=.]" % ((re.escape(field),) * 3))
+        for number in range(start, len(self.lines) + 1):
+            line = self.lines[number - 1]
+            if number > start and line.lstrip().startswith("[") and not line.lstrip().startswith(f"[job.{key}."):
+                break
+            if pattern.match(line):
+                return number
+        return start
+
+    def problem(self, line: int, severity: str, message: str, fix: str) -> Problem:
+        return Problem(self.path, line, 1, "error" if severity == "error" else "warning", message, fix)
+
+
+def _check_document(doc: dict[str, Any], at: _Locator, *, strict: bool) -> KitReport:
+    problems: list[Problem] = []
+    jobs = doc.get("job")
+    if jobs is None:
+        problems.append(at.problem(1, "warning", "file defines no [job.<name>] table; Farm ignores it",
+                                   "add a [job.<name>] table or move the file out of the definitions path"))
+        jobs = {}
+    elif not isinstance(jobs, dict):
+        return KitReport((), (at.problem(1, "error", "'job' is not a table, which aborts Farm's whole rescan",
+                                         "define jobs as [job.<name>] tables"),))
+    problems += _check_folders(doc, at)
+    names: list[str] = []
+    for key, definition in jobs.items():
+        names.append(key)
+        problems += _check_definition(key, definition, at, strict=strict)
+    return KitReport(tuple(names), tuple(problems))
+
+
+def _check_folders(doc: dict[str, Any], at: _Locator) -> list[Problem]:
+    """Farm formats `[settings.app.exts.folders] "++"` with str.format(job=...) outside its error handling."""
+    folders = doc.get("settings", {}).get("app", {}).get("exts", {}).get("folders", {})
+    if not isinstance(folders, dict) or "++" not in folders:
+        return []
+    entries = folders["++"]
+    if not isinstance(entries, list):
+        entries = [entries]
+    line = next((n for n, text in enumerate(at.lines, 1) if '"++"' in text or "'++'" in text), 1)
+    return [at.problem(line, "error",
+                       f"extension folder {bad} breaks Farm's rescan of every job directory",
+                       "use only the ${job} placeholder (the file's folder) and no other {...}")
+            for bad in farm.bad_folder_placeholders(entries)]
+
+
+def _check_definition(key: str, definition: Any, at: _Locator, *, strict: bool) -> list[Problem]:
+    head = at.table(key)
+    if not isinstance(definition, dict):
+        return [at.problem(head, "error", f"job.{key} is not a table", f"write it as [job.{key}]")]
+    problems: list[Problem] = []
+    bad_name = farm.name_problem(key)
+    if bad_name:
+        problems.append(at.problem(head, "error", bad_name, "rename the [job.<name>] table (lowercase, '-', ≤ 32)"))
+    for field in farm.REQUIRED_FIELDS:
+        if field not in definition:
+            problems.append(at.problem(head, "error", f"job.{key} has no '{field}', so Farm skips it",
+                                       f"add {field} = \"...\" to [job.{key}]"))
+    for field, value in definition.items():
+        problems += _check_field(key, field, value, at)
+    name = definition.get("name")
+    if isinstance(name, str) and name != key:
+        problems.append(at.problem(
+            at.field(key, "name"), "error" if strict else "warning",
+            f"job.{key} has name = {name!r}: the directory store registers it as {key!r}, jobs/save as {name!r}",
+            f"make the table key and the name field the same"))
+    return problems
+
+
+def _check_field(key: str, field: str, value: Any, at: _Locator) -> list[Problem]:
+    line = at.field(key, field)
+    spec = farm.FIELD_TYPES.get(field)
+    if spec is None:
+        return [at.problem(line, "warning", f"job.{key}.{field} is not a field Farm knows; it is ignored",
+                           "check the spelling or remove it")]
+    types, described = spec
+    wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+    if not wrong:
+        wrong = _element_problem(field, value)
+    if wrong:
+        return [at.problem(line, "error", f"job.{key}.{field} must be {described}, not {_kind(value)}",
+                           f"write {field} as {described}")]
+    if field == "job_type" and value not in farm.JOB_TYPES:
+        return [at.problem(line, "error", f"job.{key}.job_type is {value!r}; Farm knows only "
+                           + " and ".join(repr(t) for t in farm.JOB_TYPES), "use \"base\" or \"kit-service\"")]
+    if field == "job_spec_path":
+        return [at.problem(line, "warning", f"job.{key}.job_spec_path is set by the job store and means nothing in git",
+                           "remove it")]
+    if field == "name" and farm.name_problem(value):
+        return [at.problem(line, "error", str(farm.name_problem(value)), "rename it (lowercase, '-', ≤ 32)")]
+    return []
+
+
+def _element_problem(field: str, value: Any) -> bool:
+    if field in ("args", "extension_paths"):
+        return not all(isinstance(v, str) for v in value)
+    if field == "success_return_codes":
+        return not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if field == "env":
+        return not all(isinstance(v, str) for v in value.values())
+    if field == "allowed_args":
+        return not all(isinstance(v, dict) and isinstance(v.get("arg"), str) for v in value.values())
+    return False
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
