@@ -1,0 +1,232 @@
+"""gitsync's settings: defaults < gitsync.toml < GITSYNC_* environment < command-line flags.
+
+One table (`OPTIONS`) describes every setting once; the file loader, the environment reader,
+the CLI flags, `gitsync init` and the redacted start-up log are all generated from it, so they
+cannot drift apart. Mistakes stop start-up with a line naming the key, where it came from and
+what it should be.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from gitsync.errors import ConfigError
+from gitsync.secrets import redact_url
+
+DEFAULT_CONFIG_FILE = "gitsync.toml"
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str  # "section.name" in gitsync.toml
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    flag: str = ""  # the command-line flag, if the option has one
+
+    @property
+    def attr(self) -> str:
+        return self.key.replace(".", "_")
+
+    @property
+    def env(self) -> str:
+        return "GITSYNC_" + self.attr.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("repo.url", str, "", "Git URL (https://, ssh://, git@host:path, or a local path) of the definitions repo",
+           flag="--repo"),
+    Option("repo.branch", str, "main", "Branch to sync", flag="--branch"),
+    Option("repo.path", str, "", "Folder inside the repo that holds the .kit files (empty = whole repo)",
+           flag="--path"),
+    Option("repo.token_file", str, "", "File holding an HTTPS access token (never logged)"),
+    Option("repo.token_env", str, "", "Name of an environment variable holding an HTTPS access token"),
+    Option("repo.username", str, "x-access-token", "User name sent with the token (GitLab: oauth2)"),
+    Option("repo.ssh_key_file", str, "", "Private key for ssh:// and git@ URLs"),
+    Option("repo.known_hosts_file", str, "", "known_hosts file to verify the ssh host key strictly"),
+    Option("repo.fetch_depth", int, 0, "Fetch only this many commits (0 = full history, needed for rollback)"),
+    Option("target.directory", str, "", "Job directory the Farm jobs service watches (its "
+           "new_job_definition_save_location or one of its job_directories)", flag="--target"),
+    Option("state.dir", str, "", "Where gitsync keeps its mirror and state database "
+           "(default: ~/.local/state/gitsync)", flag="--state-dir"),
+    Option("sync.interval", float, 30.0, "Seconds between syncs (Farm agents poll every 30 s too)",
+           flag="--interval"),
+    Option("sync.cron", str, "", "Cron expression (5 fields) to use instead of the interval", flag="--cron"),
+    Option("sync.jitter", float, 0.0, "Up to this many seconds of random delay per scheduled sync"),
+    Option("sync.timeout", float, 120.0, "Seconds a git network operation may take"),
+    Option("sync.strict", bool, False, "Treat warnings such as name != table key as errors", flag="--strict"),
+    Option("sync.on_invalid", str, "refuse", "refuse: apply nothing while any file is invalid; skip: apply "
+           "the valid files and keep the last good version of invalid ones", choices=("refuse", "skip"),
+           flag="--on-invalid"),
+    Option("sync.max_delete_share", float, 0.5, "Refuse a commit that deletes more than this share of files"),
+    Option("sync.max_file_size", int, 1024 * 1024, "Largest .kit file accepted, in bytes"),
+    Option("server.listen", str, "127.0.0.1:8087", "host:port for /healthz, /status, /metrics and the "
+           "webhook (empty = no server)"),
+    Option("server.webhook_secret_file", str, "", "File holding the webhook secret (HMAC-SHA256 "
+           "X-Hub-Signature-256, or X-Gitlab-Token)"),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+_SECTIONS = sorted({o.key.split(".")[0] for o in OPTIONS})
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo_url: str
+    repo_branch: str
+    repo_path: str
+    repo_token_file: str
+    repo_token_env: str
+    repo_username: str
+    repo_ssh_key_file: str
+    repo_known_hosts_file: str
+    repo_fetch_depth: int
+    target_directory: str
+    state_dir: str
+    sync_interval: float
+    sync_cron: str
+    sync_jitter: float
+    sync_timeout: float
+    sync_strict: bool
+    sync_on_invalid: str
+    sync_max_delete_share: float
+    sync_max_file_size: int
+    server_listen: str
+    server_webhook_secret_file: str
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser() if self.state_dir else Path.home() / ".local/state/gitsync"
+
+    def require(self, *keys: str) -> None:
+        """Stop with one line per missing setting, naming every way to give it."""
+        for key in keys:
+            option = _BY_KEY[key]
+            if not getattr(self, option.attr):
+                via = f"{option.flag}, " if option.flag else ""
+                raise ConfigError(f"{key} is not set: give it with {via}{option.env} or in {DEFAULT_CONFIG_FILE}")
+
+    def describe(self) -> str:
+        """The effective settings for the start-up log, with credentials redacted."""
+        shown = []
+        for option in OPTIONS:
+            value = getattr(self, option.attr)
+            if option.key == "repo.url":
+                value = redact_url(value)
+            shown.append(f"{option.key}={value!r}")
+        return " ".join(shown)
+
+
+def load_settings(config_file: str | None, flags: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Merge the four layers; `flags` maps option keys to values the user gave (None = not given)."""
+    environ = os.environ if environ is None else environ
+    values = {o.key: o.default for o in OPTIONS}
+    path = config_file or environ.get("GITSYNC_CONFIG") or ""
+    if path or Path(DEFAULT_CONFIG_FILE).is_file():
+        values.update(_read_file(Path(path or DEFAULT_CONFIG_FILE), explicit=bool(path)))
+    for option in OPTIONS:
+        if option.env in environ:
+            values[option.key] = _from_text(option, environ[option.env], f"environment variable {option.env}")
+    for key, value in (flags or {}).items():
+        if value is not None:
+            values[key] = _check(_BY_KEY[key], value, f"flag {_BY_KEY[key].flag}")
+    settings = Settings(**{_BY_KEY[k].attr: v for k, v in values.items()})
+    _check_consistency(settings)
+    return settings
+
+
+def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; create one with `gitsync init`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    found: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in _SECTIONS or not isinstance(table, dict):
+            raise ConfigError(f"{path}: unknown section [{section}]; known sections: "
+                              + ", ".join(f"[{s}]" for s in _SECTIONS))
+        for name, value in table.items():
+            key = f"{section}.{name}"
+            option = _BY_KEY.get(key)
+            if option is None:
+                known = ", ".join(o.key.split(".")[1] for o in OPTIONS if o.key.startswith(section + "."))
+                raise ConfigError(f"{path}: unknown key {key!r}; known keys in [{section}]: {known}")
+            found[key] = _check(option, value, f"{path}: {key}")
+    return found
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _check(option: Option, value: Any, where: str) -> Any:
+    expected = option.type
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"{where} must be {_TYPE_NAMES[expected]}, got {value!r} ({type(value).__name__})")
+    if option.choices and value not in option.choices:
+        raise ConfigError(f"{where} must be one of {', '.join(option.choices)}, got {value!r}")
+    return value
+
+
+def _from_text(option: Option, text: str, where: str) -> Any:
+    try:
+        if option.type is bool:
+            lowered = text.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(text)
+            return _check(option, lowered in ("1", "true", "yes", "on"), where)
+        return _check(option, option.type(text), where)
+    except ValueError:
+        raise ConfigError(f"{where} must be {_TYPE_NAMES[option.type]}, got {text!r}") from None
+
+
+def _check_consistency(s: Settings) -> None:
+    if s.sync_interval <= 0:
+        raise ConfigError(f"sync.interval must be more than 0 seconds, got {s.sync_interval}")
+    if not 0 < s.sync_max_delete_share <= 1:
+        raise ConfigError(f"sync.max_delete_share must be in (0, 1], got {s.sync_max_delete_share}")
+    if s.repo_path.startswith("/") or ".." in s.repo_path.split("/"):
+        raise ConfigError(f"repo.path must be a folder inside the repo, got {s.repo_path!r}")
+    if s.sync_cron:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(s.sync_cron)
+        except ValueError as exc:
+            raise ConfigError(f"sync.cron {s.sync_cron!r} is not a 5-field cron expression: {exc}") from None
+
+
+def flag_values(namespace: Any) -> dict[str, Any]:
+    """Option values from parsed CLI arguments (attributes named like `Option.attr`)."""
+    return {o.key: getattr(namespace, o.attr, None) for o in OPTIONS if o.flag}
+
+
+def starter_file() -> str:
+    """A commented gitsync.toml with every option at its default, for `gitsync init`."""
+    lines = ["# gitsync configuration. Every key can also be set with a GITSYNC_* environment variable",
+             "# (shown after each key) or a command-line flag; flags win over the environment, which wins",
+             "# over this file.", ""]
+    for section in ("repo", "target", "state", "sync", "server"):
+        lines.append(f"[{section}]")
+        for option in (o for o in OPTIONS if o.key.startswith(section + ".")):
+            lines.append(f"# {option.help}  ({option.env})")
+            value = option.default
+            rendered = ("true" if value else "false") if isinstance(value, bool) else repr(value).replace("'", '"')
+            commented = "" if option.key in ("repo.url", "target.directory") else "# "
+            lines.append(f"{commented}{option.key.split('.', 1)[1]} = {rendered}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+assert {f.name for f in fields(Settings)} == {o.attr for o in OPTIONS}, "Settings and OPTIONS disagree"

@@ -1,0 +1,226 @@
+"""The only module that talks to git (through GitPython).
+
+gitsync keeps a *bare* mirror in its state directory and never checks out a work tree: it
+reads blobs straight from the object database and, for push-back, builds commits with
+plumbing. That is what makes an incremental sync cost little more than `git fetch`.
+
+Every call holds one process-wide lock (GitPython is not thread-safe) and errors are
+re-raised as `GitError` with credentials redacted: GitPython's own exception text contains
+the full command line, URL and all.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gitsync.errors import GitError
+from gitsync.secrets import Secret, redact_text, redact_url
+
+#: Inherited GIT_* variables that change which repository or index git works on would make
+#: the agent act on the wrong repo when it runs inside a hook or a CI job; only these survive.
+_GIT_ENV_ALLOWED = ("GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_NO_VERIFY", "GIT_HTTP_PROXY",
+                    "GIT_CONFIG_NOSYSTEM", "GIT_TRACE", "GIT_CURL_VERBOSE", "GIT_EXEC_PATH")
+
+_LOCK = threading.RLock()
+REMOTE_REF = "refs/gitsync/remote"
+APPLIED_REF = "refs/gitsync/applied"
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+class BranchNotFound(GitError):
+    pass
+
+
+class EmptyRemote(GitError):
+    pass
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate to the remote; values are secrets and only ever reach git's environment."""
+
+    token: Secret = field(default_factory=lambda: Secret(""))
+    username: str = "x-access-token"
+    ssh_key_file: str = ""
+    known_hosts_file: str = ""
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    mode: str
+    blob: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One file changed between two commits; `blob` is None for a deletion."""
+
+    status: str
+    path: str
+    blob: str | None
+    mode: str
+
+
+def scrub_git_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
+    for key in [k for k in environ if k.startswith("GIT_")]:
+        if key not in _GIT_ENV_ALLOWED:
+            del environ[key]
+
+
+def git_env(creds: Credentials) -> dict[str, str]:
+    """Environment for one git call: never prompt, authenticate from files, keep tokens off argv."""
+    env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
+    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
+    if creds.ssh_key_file:
+        ssh += ["-i", creds.ssh_key_file, "-o", "IdentitiesOnly=yes"]
+    if creds.known_hosts_file:
+        ssh += ["-o", f"UserKnownHostsFile={creds.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+    env["GIT_SSH_COMMAND"] = " ".join(ssh)
+    if creds.token:
+        # Passed as config through the environment so it shows up in neither `ps` nor .git/config.
+        basic = base64.b64encode(f"{creds.username}:{creds.token.reveal()}".encode()).decode()
+        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+    return env
+
+
+class GitMirror:
+    """A bare mirror of one branch of the definitions repository."""
+
+    def __init__(self, path: Path, url: str, branch: str, *, credentials: Credentials | None = None,
+                 timeout: float = 120.0, depth: int = 0) -> None:
+        scrub_git_env()
+        self.path = path
+        self.url = url
+        self.branch = branch
+        self.credentials = credentials or Credentials()
+        self.timeout = timeout
+        self.depth = depth
+        self._repo: Any = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+    @contextmanager
+    def _git(self, what: str) -> Iterator[Any]:
+        """Yield GitPython's command object under the lock, turning failures into readable errors."""
+        import git  # GitPython costs ~100 ms to import; only commands that touch git pay for it
+
+        with _LOCK:
+            if self._repo is None:
+                if not (self.path / "HEAD").exists():
+                    self.path.mkdir(parents=True, exist_ok=True)
+                    self._repo = git.Repo.init(self.path, bare=True)
+                    self._repo.git.config("gc.auto", "0")
+                else:
+                    self._repo = git.Repo(self.path)
+            try:
+                yield self._repo.git
+            except git.GitCommandError as exc:
+                stderr = redact_text(str(exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n "),
+                                     self.credentials.token)
+                raise GitError(f"git {what} failed for {redact_url(self.url)}: {stderr or f'exit {exc.status}'}")\
+                    from None
+
+    def _run(self, what: str, *args: str, network: bool = False, **kwargs: Any) -> str:
+        with self._git(what) as g:
+            if network:
+                kwargs.setdefault("kill_after_timeout", self.timeout)
+            return str(g.execute(["git", *args], env=git_env(self.credentials), **kwargs))
+
+    def close(self) -> None:
+        with _LOCK:
+            if self._repo is not None:
+                self._repo.close()
+                self._repo = None
+
+    # -- remote ---------------------------------------------------------------------------------
+    def fetch(self) -> str:
+        """Fetch the branch and return its head commit; clear errors for empty repos and missing branches."""
+        depth = [f"--depth={self.depth}"] if self.depth > 0 else []
+        try:
+            self._run("fetch", "fetch", "--no-tags", "--quiet", *depth, self.url,
+                      f"+refs/heads/{self.branch}:{REMOTE_REF}", network=True)
+        except GitError as exc:
+            if "couldn't find remote ref" not in str(exc):
+                raise
+            heads = self._run("ls-remote", "ls-remote", "--heads", self.url, network=True).split()
+            branches = sorted(h.removeprefix("refs/heads/") for h in heads if h.startswith("refs/heads/"))
+            if not branches:
+                raise EmptyRemote(f"repository {redact_url(self.url)} is empty: push a first commit to "
+                                  f"branch {self.branch!r}") from None
+            raise BranchNotFound(f"branch {self.branch!r} does not exist in {redact_url(self.url)} (branches: "
+                                 f"{', '.join(branches[:10])}); set repo.branch to one of them") from None
+        return self.resolve(REMOTE_REF)
+
+    # -- reading --------------------------------------------------------------------------------
+    def resolve(self, ref: str) -> str:
+        return self._run("rev-parse", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+
+    def has_commit(self, sha: str) -> bool:
+        try:
+            self._run("cat-file", "cat-file", "-e", f"{sha}^{{commit}}")
+            return True
+        except GitError:
+            return False
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        try:
+            self._run("merge-base", "merge-base", "--is-ancestor", older, newer)
+            return True
+        except GitError:
+            return False
+
+    def path_exists(self, commit: str, path: str) -> bool:
+        if not path:
+            return True
+        try:
+            self._run("cat-file", "cat-file", "-e", f"{commit}:{path}")
+            return True
+        except GitError:
+            return False
+
+    def list_tree(self, commit: str, path: str) -> dict[str, TreeEntry]:
+        """Every file under `path` in `commit`: repo path -> (mode, blob id)."""
+        out = self._run("ls-tree", "ls-tree", "-r", "-z", "--full-tree", commit, *(["--", path] if path else []),
+                        strip_newline_in_stdout=False)
+        entries: dict[str, TreeEntry] = {}
+        for record in out.split("\0"):
+            if not record:
+                continue
+            meta, name = record.split("\t", 1)
+            mode, kind, blob = meta.split()
+            if kind == "blob":
+                entries[name] = TreeEntry(mode, blob)
+        return entries
+
+    def diff(self, old: str, new: str, path: str) -> list[Change]:
+        """Files that differ between two commits under `path`, as git's own diff sees them."""
+        out = self._run("diff-tree", "diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", old, new,
+                        *(["--", path] if path else []), strip_newline_in_stdout=False)
+        fields = out.split("\0")
+        changes: list[Change] = []
+        for meta, name in zip(fields[0::2], fields[1::2], strict=False):
+            if not meta.startswith(":"):
+                continue
+            _old_mode, new_mode, _old_blob, new_blob, status = meta[1:].split()
+            deleted = status.startswith("D")
+            changes.append(Change(status[0], name, None if deleted else new_blob, new_mode))
+        return changes
+
+    def read_blob(self, blob: str) -> bytes:
+        with self._git("cat-file"):
+            data: bytes = self._repo.odb.stream(bytes.fromhex(blob)).read()
+            return data
+
+    def commit_summary(self, sha: str) -> str:
+        out = self._run("log", "log", "-1", "--format=%s (%an)", sha)
+        return out.strip()
+
+    def update_ref(self, ref: str, sha: str) -> None:
+        self._run("update-ref", "update-ref", ref, sha)

@@ -1,0 +1,154 @@
+"""Everything gitsync remembers between runs, in one SQLite database in the state directory.
+
+SQLite transactions give crash safety without hand-written journal files: the manifest, the
+applied commit and the cached validation of that commit's files change together or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gitsync.problems import Problem, from_dict
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- The definition files of the applied commit, with their cached validation (by blob id).
+CREATE TABLE IF NOT EXISTS tree (
+    repo_path TEXT PRIMARY KEY, blob TEXT NOT NULL, names TEXT NOT NULL, problems TEXT NOT NULL);
+-- Files in the target that gitsync wrote or adopted, with the blob id of what it wrote.
+CREATE TABLE IF NOT EXISTS manifest (
+    target TEXT PRIMARY KEY, repo_path TEXT NOT NULL, blob TEXT NOT NULL, names TEXT NOT NULL,
+    stat TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, duration REAL NOT NULL,
+    from_commit TEXT, to_commit TEXT, result TEXT NOT NULL, written INTEGER NOT NULL,
+    removed INTEGER NOT NULL, message TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class TreeRecord:
+    blob: str
+    names: tuple[str, ...]
+    problems: tuple[Problem, ...]
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A target file gitsync owns: where it came from and the blob id of the content it wrote."""
+
+    repo_path: str
+    blob: str
+    names: tuple[str, ...]
+    stat: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    started: float
+    duration: float
+    from_commit: str | None
+    to_commit: str | None
+    result: str
+    written: int
+    removed: int
+    message: str
+
+
+class State:
+    """The state database; safe to share between the worker and status readers."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "state.sqlite3"
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set(self, **values: Any) -> None:
+        with self.transaction() as db:
+            _set_meta(db, values)
+
+    # -- tree and manifest --------------------------------------------------------------------------
+    def tree(self) -> dict[str, TreeRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT repo_path, blob, names, problems FROM tree").fetchall()
+        return {path: TreeRecord(blob, tuple(json.loads(names)), tuple(from_dict(p) for p in json.loads(probs)))
+                for path, blob, names, probs in rows}
+
+    def manifest(self) -> dict[str, Owned]:
+        with self._lock:
+            rows = self._db.execute("SELECT target, repo_path, blob, names, stat FROM manifest").fetchall()
+        return {target: Owned(path, blob, tuple(json.loads(names)), stat) for target, path, blob, names, stat in rows}
+
+    def record_apply(self, *, tree: Mapping[str, TreeRecord] | None, owned: Mapping[str, Owned | None],
+                     meta: Mapping[str, Any]) -> None:
+        """Commit one apply: replace the tree (if given), change the manifest rows, set meta keys."""
+        with self.transaction() as db:
+            if tree is not None:
+                db.execute("DELETE FROM tree")
+                db.executemany("INSERT INTO tree VALUES (?, ?, ?, ?)", (
+                    (path, rec.blob, json.dumps(rec.names), json.dumps([p.__dict__ for p in rec.problems]))
+                    for path, rec in tree.items()))
+            db.executemany("DELETE FROM manifest WHERE target = ?", ((t,) for t, o in owned.items() if o is None))
+            db.executemany("INSERT OR REPLACE INTO manifest VALUES (?, ?, ?, ?, ?)", (
+                (t, o.repo_path, o.blob, json.dumps(o.names), o.stat) for t, o in owned.items() if o is not None))
+            _set_meta(db, meta)
+
+    # -- history ------------------------------------------------------------------------------------
+    def add_history(self, row: HistoryRow, keep: int = 1000) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO history (started, duration, from_commit, to_commit, result, written, removed,"
+                       " message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (row.started, row.duration, row.from_commit, row.to_commit, row.result, row.written,
+                        row.removed, row.message))
+            db.execute("DELETE FROM history WHERE id <= (SELECT MAX(id) FROM history) - ?", (keep,))
+
+    def history(self, limit: int = 20) -> list[HistoryRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT started, duration, from_commit, to_commit, result, written, removed,"
+                                    " message FROM history ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [HistoryRow(*row) for row in rows]
+
+
+def _set_meta(db: sqlite3.Connection, values: Mapping[str, Any]) -> None:
+    db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", ((k, json.dumps(v)) for k, v in values.items()))
+
+
+def problems_json(problems: Iterable[Problem]) -> list[dict[str, Any]]:
+    return [dict(p.__dict__) for p in problems]
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,270 @@
+"""One pull sync: fetch, diff, validate, plan, apply, record. The agent and the CLI both call this.
+
+Crash safety comes from the plan's rules rather than from a journal: every write is atomic, and
+a file that already holds what git wants is adopted. An apply interrupted half way therefore
+converges on the next run: what was written is adopted, what was deleted is forgotten, the rest
+is applied, and the directory ends up holding exactly one commit's definitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gitsync import defset
+from gitsync.config import Settings
+from gitsync.errors import ConfigError, GitError
+from gitsync.gitrepo import APPLIED_REF, Change, GitMirror
+from gitsync.kit import KitReport, check_kit
+from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
+from gitsync.problems import Problem
+from gitsync.state import HistoryRow, Owned, State, TreeRecord, problems_json
+from gitsync.target_dir import DirectoryTarget, Seen
+
+log = logging.getLogger("gitsync.sync")
+
+Result = Literal["synced", "partial", "noop", "invalid", "refused", "error"]
+_PARALLEL_PARSE_THRESHOLD = 400
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything decided for one commit, before anything is touched (what `gitsync plan` shows)."""
+
+    head: str
+    applied: str | None
+    changed: tuple[Change, ...]
+    tree: dict[str, TreeRecord]
+    problems: tuple[Problem, ...]
+    invalid: frozenset[str]
+    plan: Plan
+    refusal: str | None
+    seen: dict[str, Seen]
+
+
+@dataclass
+class SyncResult:
+    result: Result
+    head: str | None = None
+    applied: str | None = None
+    written: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    message: str = ""
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("synced", "noop", "partial")
+
+
+class Syncer:
+    """Pulls one branch of one repo into one job directory."""
+
+    def __init__(self, settings: Settings, state: State, mirror: GitMirror, target: DirectoryTarget) -> None:
+        self.settings = settings
+        self.state = state
+        self.mirror = mirror
+        self.target = target
+        self._check_state_matches_target()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Syncer:
+        from gitsync.credentials import credentials_from
+
+        settings.require("repo.url", "target.directory")
+        state_dir = settings.state_path
+        mirror = GitMirror(state_dir / "mirror.git", _normalise_url(settings.repo_url), settings.repo_branch,
+                           credentials=credentials_from(settings), timeout=settings.sync_timeout,
+                           depth=settings.repo_fetch_depth)
+        return cls(settings, State(state_dir), mirror, DirectoryTarget(Path(settings.target_directory)))
+
+    def close(self) -> None:
+        self.mirror.close()
+        self.state.close()
+
+    def _check_state_matches_target(self) -> None:
+        directory = str(self.target.directory.resolve())
+        recorded = self.state.get("target_directory")
+        if recorded is None:
+            self.state.set(target_directory=directory)
+        elif recorded != directory:
+            raise ConfigError(f"state directory {self.state.path.parent} belongs to target {recorded}, not "
+                              f"{directory}; use another --state-dir for this target")
+
+    # -- deciding -----------------------------------------------------------------------------------
+    def prepare(self, head: str, *, force: bool = False, allow_mass_delete: bool = False) -> Prepared:
+        s = self.settings
+        applied = self.state.get("applied_commit")
+        old_tree = self.state.tree()
+        if not old_tree and not self.mirror.path_exists(head, s.repo_path):
+            raise ConfigError(f"repo.path {s.repo_path!r} does not exist in commit {head[:12]}; "
+                              "set repo.path to the folder that holds the .kit files")
+        changes = self._changes(applied, head, old_tree)
+        tree = dict(old_tree)
+        to_parse: list[tuple[str, str]] = []
+        for change in changes:
+            if change.blob is None:
+                tree.pop(change.path, None)
+            elif change.mode == "120000":
+                tree[change.path] = TreeRecord(change.blob, (), (defset.symlink_problem(change.path),))
+            elif change.mode != "160000":
+                to_parse.append((change.path, change.blob))
+        for path, report in self._check_blobs(to_parse).items():
+            tree[path] = TreeRecord(dict(to_parse)[path], report.names, tuple(p.at(path) for p in report.problems))
+        problems = defset.check_set((defset.Checked(p, r.names, r.problems) for p, r in tree.items()),
+                                    changed={c.path for c in changes})
+        invalid = frozenset(defset.error_paths(problems))
+        owned = self.state.manifest()
+        seen = self.target.scan({t: Seen(o.blob, o.stat) for t, o in owned.items()})
+        desired = {defset.target_name(p): Desired(p, r.blob, r.names) for p, r in tree.items() if p not in invalid}
+        hold = {defset.target_name(p): f"{p} is invalid; the last good version stays" for p in invalid}
+        hold.update(self._foreign_clashes(desired, owned, seen))
+        plan = make_plan(desired, owned, {t: v.blob for t, v in seen.items()}, hold=hold, force=force)
+        refusal = mass_delete_refusal(plan, len(owned), s.sync_max_delete_share, allow_mass_delete)
+        flat = tuple(sorted(p for found in problems.values() for p in found))
+        return Prepared(head, applied, tuple(changes), tree, flat, invalid, plan, refusal, seen)
+
+    def _changes(self, applied: str | None, head: str, old_tree: Mapping[str, TreeRecord]) -> list[Change]:
+        path = self.settings.repo_path
+        if applied == head:
+            return []
+        if applied and self.mirror.has_commit(applied):
+            changes = self.mirror.diff(applied, head, path)
+        else:  # first sync, or the applied commit is gone: compare the whole tree by blob id
+            now = self.mirror.list_tree(head, path)
+            changes = [Change("M", p, e.blob, e.mode) for p, e in now.items()
+                       if p not in old_tree or old_tree[p].blob != e.blob]
+            changes += [Change("D", p, None, "") for p in old_tree if p not in now]
+        return [c for c in changes if defset.is_definition_path(c.path)]
+
+    def _check_blobs(self, items: list[tuple[str, str]]) -> dict[str, KitReport]:
+        s = self.settings
+        contents = [(path, self.mirror.read_blob(blob)) for path, blob in items]
+        if len(contents) < _PARALLEL_PARSE_THRESHOLD or (os.cpu_count() or 1) < 2:
+            return {path: check_kit(data, path, strict=s.sync_strict, max_size=s.sync_max_file_size)
+                    for path, data in contents}
+        workers = min(os.cpu_count() or 2, 8)
+        chunk = max(1, len(contents) // (workers * 4))
+        with ProcessPoolExecutor(workers) as pool:
+            reports = pool.map(_check_one, ((p, d, s.sync_strict, s.sync_max_file_size) for p, d in contents),
+                               chunksize=chunk)
+            return {path: report for (path, _), report in zip(contents, reports, strict=True)}
+
+    def _foreign_clashes(self, desired: Mapping[str, Desired], owned: Mapping[str, Owned],
+                         seen: Mapping[str, Seen]) -> dict[str, str]:
+        """Repo files whose job names a file gitsync does not own already defines: Farm would keep one."""
+        foreign_names: dict[str, str] = {}
+        for name in seen:
+            if name in owned or (name in desired and desired[name].blob == seen[name].blob):
+                continue
+            data = self.target.read(name)
+            if data is not None:
+                for job in check_kit(data, name).names:
+                    foreign_names[job] = name
+        clashes: dict[str, str] = {}
+        for target, want in desired.items():
+            for job in want.names:
+                other = foreign_names.get(job)
+                if other and other != target:
+                    clashes[target] = (f"job {job!r} is already defined by {other}, which gitsync does not own; "
+                                       f"{want.repo_path} is not synced until one of them is renamed or removed")
+        return clashes
+
+    # -- doing --------------------------------------------------------------------------------------
+    def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+        started = time.monotonic()
+        wall = time.time()
+        self.target.remove_leftovers()
+        applied = self.state.get("applied_commit")
+        try:
+            head = self.mirror.fetch()
+            if applied and applied != head and self.mirror.has_commit(applied) \
+                    and not self.mirror.is_ancestor(applied, head):
+                log.warning("branch %s was rewritten (force-push): %s is no longer in its history; syncing to %s",
+                            self.settings.repo_branch, applied[:12], head[:12])
+            prepared = self.prepare(head, force=force, allow_mass_delete=allow_mass_delete)
+            result = self._apply(prepared)
+        except (GitError, ConfigError) as exc:
+            result = SyncResult("error", applied=applied, message=str(exc))
+        result.duration = time.monotonic() - started
+        self._record(result, wall, previous=applied)
+        return result
+
+    def _apply(self, p: Prepared) -> SyncResult:
+        base = SyncResult("noop", head=p.head, applied=p.applied, problems=list(p.problems),
+                          findings=list(p.plan.findings))
+        if p.invalid and self.settings.sync_on_invalid == "refuse":
+            errors = [x for x in p.problems if x.severity == "error"]
+            base.result = "invalid"
+            base.message = (f"commit {p.head[:12]} not applied: {len(errors)} error(s) in {len(p.invalid)} file(s); "
+                            f"{(p.applied or 'nothing')[:12]} stays in place. First: {errors[0].format()}")
+            return base
+        if p.refusal:
+            base.result, base.message = "refused", p.refusal
+            return base
+        writes = p.plan.of("write")
+        deletes = p.plan.of("delete")
+        owned: dict[str, Owned | None] = {}
+        self.state.set(pending_commit=p.head)
+        if writes:
+            stats = self.target.write_many((a.target, self.mirror.read_blob(str(a.blob))) for a in writes)
+            for a in writes:
+                owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, stats[a.target])
+        for a in p.plan.of("adopt"):
+            owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, p.seen[a.target].stat)
+        self.target.delete(a.target for a in deletes)
+        for a in [*deletes, *p.plan.of("forget")]:
+            owned[a.target] = None
+        self.state.record_apply(tree=p.tree, owned=owned, meta={"applied_commit": p.head, "pending_commit": None})
+        self.mirror.update_ref(APPLIED_REF, p.head)
+        base.applied = p.head
+        base.written = [a.target for a in writes]
+        base.removed = [a.target for a in deletes]
+        held = [f for f in p.plan.findings if f.kind == "held"]
+        base.result = "partial" if held else ("synced" if writes or deletes or p.head != p.applied else "noop")
+        return base
+
+    def _record(self, r: SyncResult, wall: float, previous: str | None) -> None:
+        span = f"{(r.head or previous or 'nothing')[:12]}" if r.head in (None, previous) else \
+            f"{(previous or 'empty')[:12]}..{(r.head or '')[:12]}"
+        meta: dict[str, object] = {
+            "last_attempt_at": wall, "last_result": r.result, "last_message": r.message,
+            "head_commit": r.head, "problems": problems_json(r.problems),
+            "findings": [f.__dict__ for f in r.findings],
+            "consecutive_failures": 0 if r.ok else int(self.state.get("consecutive_failures", 0)) + 1}
+        if r.ok:
+            meta["last_success_at"] = wall
+            if r.result != "noop" or self.state.get("applied_at") is None:
+                meta["applied_at"] = wall
+                meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
+        self.state.set(**meta)
+        if r.result != "noop":
+            self.state.add_history(HistoryRow(wall, r.duration, previous, r.head, r.result,
+                                              len(r.written), len(r.removed), r.message))
+        line = (f"sync {span}: {r.result}, {len(r.written)} written, {len(r.removed)} removed, "
+                f"{sum(1 for f in r.findings if f.kind == 'held')} held ({r.duration:.2f} s)")
+        if r.message:
+            line += f": {r.message}"
+        (log.info if r.ok else log.error)(line)
+        for finding in r.findings:
+            log.warning("%s: %s", finding.kind, finding.detail)
+
+
+def _check_one(args: tuple[str, bytes, bool, int]) -> KitReport:
+    path, data, strict, max_size = args
+    return check_kit(data, path, strict=strict, max_size=max_size)
+
+
+def _normalise_url(url: str) -> str:
+    """A local directory that is a work tree (not bare) is fetched like any other remote."""
+    if "://" not in url and not url.startswith("git@") and Path(url).expanduser().exists():
+        return str(Path(url).expanduser().resolve())
+    return url

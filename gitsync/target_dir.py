@@ -1,0 +1,121 @@
+"""A Farm job directory as gitsync sees it: flat `.kit` files, written atomically.
+
+Farm's watcher must never see a half-written definition, so every write goes to a hidden
+temporary file in the same directory (Farm ignores names not ending in `.kit`), is flushed to
+disk, then renamed over the target in one step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitsync.defset import KIT_SUFFIX
+
+TEMP_PREFIX = ".gitsync-tmp-"
+#: Past this many files one `sync()` is far cheaper than an fsync per file.
+_BATCH_SYNC_THRESHOLD = 64
+
+
+def blob_id(data: bytes) -> str:
+    """The git blob id of some content, so disk files compare directly with git's tree entries."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def stat_key(st: os.stat_result) -> str:
+    """Like git's index: unchanged size, mtime and inode mean unchanged content, without reading it."""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+@dataclass(frozen=True)
+class Seen:
+    blob: str
+    stat: str
+
+
+class DirectoryTarget:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def ensure(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def scan(self, known: Mapping[str, Seen]) -> dict[str, Seen]:
+        """Every `.kit` file directly in the directory; files whose stat matches `known` are not re-read."""
+        found: dict[str, Seen] = {}
+        if not self.directory.is_dir():
+            return found
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if not entry.name.endswith(KIT_SUFFIX) or entry.name.startswith("."):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                if not entry.is_file():
+                    continue
+                key = stat_key(st)
+                previous = known.get(entry.name)
+                if previous is not None and previous.stat == key:
+                    found[entry.name] = previous
+                    continue
+                data = self.read(entry.name)
+                if data is not None:
+                    found[entry.name] = Seen(blob_id(data), key)
+        return found
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self.directory / name).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def stat(self, name: str) -> str:
+        return stat_key(os.stat(self.directory / name))
+
+    def write_many(self, files: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+        """Write each file atomically; returns the stat key of every file written."""
+        self.ensure()
+        pending: list[tuple[Path, Path]] = []
+        files = list(files)
+        batch = len(files) > _BATCH_SYNC_THRESHOLD
+        try:
+            for name, data in files:
+                temp = self.directory / f"{TEMP_PREFIX}{name}"
+                with open(temp, "wb") as handle:
+                    handle.write(data)
+                    if not batch:
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                pending.append((temp, self.directory / name))
+            if batch:
+                os.sync()
+            for temp, final in pending:
+                os.replace(temp, final)
+        finally:
+            for temp, _ in pending:
+                temp.unlink(missing_ok=True)
+        self._sync_directory()
+        return {final.name: stat_key(os.stat(final)) for _, final in pending}
+
+    def delete(self, names: Iterable[str]) -> None:
+        for name in names:
+            (self.directory / name).unlink(missing_ok=True)
+        self._sync_directory()
+
+    def remove_leftovers(self) -> None:
+        """Temp files of a write that a crash interrupted; their targets were never touched."""
+        if self.directory.is_dir():
+            for temp in self.directory.glob(f"{TEMP_PREFIX}*"):
+                temp.unlink(missing_ok=True)
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
