@@ -1,0 +1,154 @@
+"""The long-running agent: triggers ask for work, one worker thread does it.
+
+Timer, webhook and SIGHUP only *request* a sync through a one-slot queue (requests made while
+one is pending coalesce), and a single worker owns git and the target. So two syncs never run
+at once, and a burst of webhooks costs one fetch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gitsync.config import Settings
+from gitsync.metrics import Metrics
+from gitsync.report import status_report
+from gitsync.sync import SyncResult, Syncer
+
+log = logging.getLogger("gitsync.agent")
+
+#: Extra work the worker does after each pull (push-back plugs in here); returns nothing.
+Step = Callable[[], None]
+
+
+class Agent:
+    def __init__(self, settings: Settings, syncer: Syncer, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.syncer = syncer
+        self.metrics = metrics or Metrics()
+        self.steps: list[Step] = []
+        self.ready = threading.Event()
+        self.last_result: SyncResult | None = None
+        self._wake: queue.Queue[str] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._loop, name="gitsync-worker", daemon=True)
+        self._scheduler: Any = None
+        self._server: Any = None
+        self.syncs_done = 0
+        self._done = threading.Condition()
+
+    # -- triggers -----------------------------------------------------------------------------------
+    def request_sync(self, reason: str) -> None:
+        try:
+            self._wake.put_nowait(reason)
+        except queue.Full:
+            pass  # a sync is already pending; it will see the newest commit
+
+    def wait_for_syncs(self, count: int, timeout: float) -> bool:
+        """Block until `count` syncs have finished since start (for tests and the demo)."""
+        with self._done:
+            return self._done.wait_for(lambda: self.syncs_done >= count, timeout)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        log.info("starting: %s", self.settings.describe())
+        self._worker.start()
+        self.request_sync("start")
+        self._start_scheduler()
+        if self.settings.server_listen:
+            self._start_server()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the step in progress, then stop everything."""
+        self._stop.set()
+        self.request_sync("stop")
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+        self._worker.join(timeout)
+        if self._server is not None:
+            self._server.stop()
+        self.syncer.close()
+
+    @property
+    def server_port(self) -> int | None:
+        return self._server.port if self._server is not None else None
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        s = self.settings
+        jitter = int(s.sync_jitter) or None
+        trigger = (CronTrigger.from_crontab(s.sync_cron, jitter=jitter) if s.sync_cron
+                   else IntervalTrigger(seconds=s.sync_interval, jitter=jitter))
+        grace = max(1, int(s.sync_interval))  # APScheduler's default of 1 s silently drops a late run
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._scheduler.add_job(self.request_sync, trigger, args=["schedule"], id="sync", coalesce=True,
+                                max_instances=1, misfire_grace_time=grace)
+        self._scheduler.start()
+
+    def _start_server(self) -> None:
+        from gitsync.credentials import read_secret
+        from gitsync.http_thread import ServerThread, split_listen
+        from gitsync.server import build_app
+
+        secret = read_secret(self.settings.server_webhook_secret_file, "", "webhook secret")
+        if not secret:
+            log.warning("webhook has no secret (server.webhook_secret_file): anyone who can reach it can "
+                        "trigger a fetch")
+        app = build_app(status=self.status, ready=self.ready.is_set, trigger=self.request_sync,
+                        metrics=self.metrics, webhook_secret=secret)
+        host, port = split_listen(self.settings.server_listen)
+        self._server = ServerThread(app, host, port, name="gitsync-http").start()
+        log.info("serving /healthz /readyz /status /metrics and POST /webhook on http://%s:%d", host,
+                 self._server.port)
+
+    def status(self) -> dict[str, Any]:
+        return status_report(self.settings, self.syncer.state)
+
+    # -- the worker ----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                reason = self._wake.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if self._stop.is_set():
+                break
+            self.run_once(reason)
+
+    def run_once(self, reason: str) -> SyncResult:
+        log.debug("sync requested by %s", reason)
+        try:
+            result = self.syncer.sync()
+        except Exception:  # the agent must outlive any bug in one sync
+            log.exception("sync crashed (this is a bug in gitsync); the last good state stays in place")
+            result = SyncResult("error", message="internal error, see log")
+        for step in self.steps:
+            try:
+                step()
+            except Exception:
+                log.exception("step %s crashed; it runs again on the next trigger", step)
+        self._observe(result)
+        with self._done:
+            self.syncs_done += 1
+            self._done.notify_all()
+        return result
+
+    def _observe(self, result: SyncResult) -> None:
+        self.last_result = result
+        m = self.metrics
+        m.syncs.labels(result.result).inc()
+        m.duration.observe(result.duration)
+        if result.ok:
+            m.last_success.set(time.time())
+            self.ready.set()
+        m.failures.set(int(self.syncer.state.get("consecutive_failures", 0)))
+        m.owned.set(len(self.syncer.state.manifest()))
+        for severity in ("error", "warning"):
+            m.problems.labels(severity).set(sum(p.severity == severity for p in result.problems))

@@ -1,0 +1,42 @@
+"""`gitsync run`: the sidecar. SIGHUP syncs now; SIGTERM/SIGINT finish the current step and exit."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+
+from gitsync.agent import Agent
+from gitsync.cli import settings_from
+from gitsync.sync import Syncer
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--listen", dest="listen", metavar="HOST:PORT",
+                        help="address for health, status, metrics and webhook (overrides server.listen)")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.listen is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, server_listen=args.listen)
+    agent = Agent(settings, Syncer.from_settings(settings))
+    stopping = threading.Event()
+
+    def on_stop(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    def on_hup(signum: int, _frame: FrameType | None) -> None:
+        agent.request_sync("SIGHUP")
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    agent.start()
+    while not stopping.wait(1.0):
+        pass
+    agent.stop()
+    return 0

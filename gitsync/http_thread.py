@@ -1,0 +1,53 @@
+"""Run an ASGI app with uvicorn in a background thread, for the agent, the jobs service and tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from gitsync.errors import GitsyncError
+
+
+class ServerThread:
+    """A uvicorn server on its own thread; `port=0` picks a free port (read it back from `.port`)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, name: str = "http") -> None:
+        import uvicorn
+
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                     lifespan="off", access_log=False))
+        self._thread = threading.Thread(target=self._server.run, name=name, daemon=True)
+        self.host = host
+        self.port = port
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise GitsyncError(f"HTTP server could not listen on {self.host}:{self.port} "
+                                   "(is the port in use? pick another)")
+            time.sleep(0.01)
+        sockets = [s for server in self._server.servers for s in server.sockets]
+        self.port = int(sockets[0].getsockname()[1])
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """`host:port` (or `:port`) from settings."""
+    host, _, port = listen.rpartition(":")
+    try:
+        return (host.strip("[]") or "127.0.0.1"), int(port)
+    except ValueError:
+        raise GitsyncError(f"server.listen must be host:port, got {listen!r}") from None

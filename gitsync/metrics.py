@@ -1,0 +1,23 @@
+"""Prometheus metrics. Labels are fixed, small sets (never a URL, path or commit message)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.syncs = Counter("gitsync_syncs", "Syncs by result (synced, partial, noop, invalid, refused, error)",
+                             ["result"], registry=self.registry)
+        self.duration = Histogram("gitsync_sync_duration_seconds", "Time one sync took", registry=self.registry,
+                                  buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+        self.last_success = Gauge("gitsync_last_success_timestamp_seconds", "When the last sync succeeded",
+                                  registry=self.registry)
+        self.failures = Gauge("gitsync_consecutive_failures", "Failed syncs in a row", registry=self.registry)
+        self.owned = Gauge("gitsync_owned_files", "Definition files gitsync owns in the target",
+                           registry=self.registry)
+        self.problems = Gauge("gitsync_problems", "Outstanding validation problems", ["severity"],
+                              registry=self.registry)
+        self.outbox = Gauge("gitsync_outbox_length", "Local changes waiting to reach git", registry=self.registry)
+        self.pushes = Counter("gitsync_pushes", "Push-back attempts by result", ["result"], registry=self.registry)

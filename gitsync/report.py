@@ -1,0 +1,77 @@
+"""The status an operator sees, as one dict: printed by `gitsync status`, served at /status.
+
+Built only from the state database and redacted settings, so it can never contain a secret.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from gitsync.config import Settings
+from gitsync.secrets import redact_url
+from gitsync.state import State
+
+
+def status_report(settings: Settings, state: State) -> dict[str, Any]:
+    manifest = state.manifest()
+    report: dict[str, Any] = {
+        "repository": redact_url(settings.repo_url),
+        "branch": settings.repo_branch,
+        "path": settings.repo_path,
+        "target": settings.target_directory,
+        "applied_commit": state.get("applied_commit"),
+        "applied_summary": state.get("applied_summary", ""),
+        "applied_at": state.get("applied_at"),
+        "head_commit": state.get("head_commit"),
+        "last_attempt_at": state.get("last_attempt_at"),
+        "last_success_at": state.get("last_success_at"),
+        "last_result": state.get("last_result"),
+        "last_message": state.get("last_message", ""),
+        "consecutive_failures": state.get("consecutive_failures", 0),
+        "interrupted_apply": state.get("pending_commit"),
+        "owned_files": len(manifest),
+        "definitions": sum(len(o.names) for o in manifest.values()),
+        "problems": state.get("problems", []),
+        "findings": state.get("findings", []),
+    }
+    report.update(extra_status(state))
+    return report
+
+
+def extra_status(state: State) -> dict[str, Any]:
+    """Hook for sections other features add (the push-back outbox)."""
+    return {}
+
+
+def render_text(report: dict[str, Any]) -> str:
+    def when(ts: float | None) -> str:
+        if not ts:
+            return "never"
+        ago = int(time.time() - ts)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+        return f"{stamp} ({ago // 60} min {ago % 60} s ago)"
+
+    applied = report["applied_commit"]
+    lines = [
+        f"repository   {report['repository']} (branch {report['branch']}, path {report['path'] or '/'})",
+        f"target       {report['target']}",
+        f"applied      {applied[:12] + ' ' + report['applied_summary'] if applied else 'nothing yet'}",
+        f"applied at   {when(report['applied_at'])}",
+        f"last sync    {report['last_result'] or 'never'} at {when(report['last_attempt_at'])}",
+        f"definitions  {report['definitions']} in {report['owned_files']} file(s) owned by gitsync",
+    ]
+    if report["last_message"]:
+        lines.append(f"message      {report['last_message']}")
+    if report["consecutive_failures"]:
+        lines.append(f"failures     {report['consecutive_failures']} in a row")
+    if report["interrupted_apply"]:
+        lines.append(f"interrupted  an apply of {report['interrupted_apply'][:12]} did not finish; "
+                     "the next sync completes it")
+    for key in sorted(k for k in report if k.startswith("outbox")):
+        lines.append(f"{key.replace('_', ' '):<12} {report[key]}")
+    for problem in report["problems"]:
+        lines.append(f"{problem['severity']:<12} {problem['path']}:{problem['line']}: {problem['message']}")
+    for finding in report["findings"]:
+        lines.append(f"{finding['kind']:<12} {finding['detail']}")
+    return "\n".join(lines)
