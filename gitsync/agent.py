@@ -11,26 +11,31 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
+from gitsync.capture import capture
 from gitsync.config import Settings
 from gitsync.metrics import Metrics
+from gitsync.outbox import Outbox
+from gitsync.pushback import PushBack
 from gitsync.report import status_report
-from gitsync.sync import SyncResult, Syncer
+from gitsync.sync import Syncer, SyncResult
+from gitsync.watch import Debouncer, DirectoryWatcher
 
 log = logging.getLogger("gitsync.agent")
 
-#: Extra work the worker does after each pull (push-back plugs in here); returns nothing.
-Step = Callable[[], None]
-
-
 class Agent:
-    def __init__(self, settings: Settings, syncer: Syncer, metrics: Metrics | None = None) -> None:
+    """Each cycle: capture local changes, push them, then pull. Pushing first means the pull that follows
+    already brings git's version of what was just saved."""
+
+    def __init__(self, settings: Settings, syncer: Syncer, metrics: Metrics | None = None,
+                 pushback: PushBack | None = None) -> None:
         self.settings = settings
         self.syncer = syncer
         self.metrics = metrics or Metrics()
-        self.steps: list[Step] = []
+        self.pushback = pushback
+        self._watcher: DirectoryWatcher | None = None
+        self._debouncer: Debouncer | None = None
         self.ready = threading.Event()
         self.last_result: SyncResult | None = None
         self._wake: queue.Queue[str] = queue.Queue(maxsize=1)
@@ -58,6 +63,10 @@ class Agent:
         log.info("starting: %s", self.settings.describe())
         self._worker.start()
         self.request_sync("start")
+        if self.pushback is not None:
+            self._debouncer = Debouncer(self.settings.push_debounce, lambda: self.request_sync("local change"))
+            self._watcher = DirectoryWatcher(self.syncer.target.directory, self._debouncer.poke)
+            self._watcher.start()
         self._start_scheduler()
         if self.settings.server_listen:
             self._start_server()
@@ -66,6 +75,10 @@ class Agent:
         """Finish the step in progress, then stop everything."""
         self._stop.set()
         self.request_sync("stop")
+        if self._watcher is not None:
+            self._watcher.stop()
+        if self._debouncer is not None:
+            self._debouncer.close()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         self._worker.join(timeout)
@@ -125,15 +138,13 @@ class Agent:
     def run_once(self, reason: str) -> SyncResult:
         log.debug("sync requested by %s", reason)
         try:
+            if self.pushback is not None:
+                capture(self.syncer.target, self.syncer.state, self.pushback.outbox)
+                self.pushback.flush()
             result = self.syncer.sync()
-        except Exception:  # the agent must outlive any bug in one sync
+        except Exception:  # the agent must outlive any bug in one cycle
             log.exception("sync crashed (this is a bug in gitsync); the last good state stays in place")
             result = SyncResult("error", message="internal error, see log")
-        for step in self.steps:
-            try:
-                step()
-            except Exception:
-                log.exception("step %s crashed; it runs again on the next trigger", step)
         self._observe(result)
         with self._done:
             self.syncs_done += 1
@@ -150,5 +161,23 @@ class Agent:
             self.ready.set()
         m.failures.set(int(self.syncer.state.get("consecutive_failures", 0)))
         m.owned.set(len(self.syncer.state.manifest()))
+        if self.pushback is not None:
+            m.outbox.set(len(self.pushback.outbox.entries()))
         for severity in ("error", "warning"):
             m.problems.labels(severity).set(sum(p.severity == severity for p in result.problems))
+
+
+def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
+    """The agent with push-back wired in (every push mode uses it; `off` reverts instead of committing)."""
+    syncer = Syncer.from_settings(settings)
+    outbox = Outbox(syncer.state)
+    forge = None
+    if settings.push_mode == "pull-request":
+        from gitsync.forge import load_token, make_forge
+
+        token = load_token(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
+        forge = make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
+                           settings.push_forge_repository, token)
+    pushback = PushBack(settings, syncer.state, syncer.mirror, syncer.target, outbox, forge=forge)
+    syncer.pending = outbox.held_targets
+    return Agent(settings, syncer, metrics, pushback)

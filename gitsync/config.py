@@ -66,6 +66,21 @@ OPTIONS: tuple[Option, ...] = (
            flag="--on-invalid"),
     Option("sync.max_delete_share", float, 0.5, "Refuse a commit that deletes more than this share of files"),
     Option("sync.max_file_size", int, 1024 * 1024, "Largest .kit file accepted, in bytes"),
+    Option("push.mode", str, "direct", "What happens to changes made in the target (jobs/save, jobs/remove, "
+           "hand edits): direct = commit to the branch; pull-request = branch + PR; off = revert them after "
+           "saving them on a conflict branch", choices=("direct", "pull-request", "off"), flag="--push-mode"),
+    Option("push.debounce", float, 1.0, "Seconds of quiet in the target before local changes are committed"),
+    Option("push.new_file_dir", str, "", "Repo folder for definitions created with jobs/save (default: repo.path)"),
+    Option("push.author_name", str, "gitsync", "Author of push-back commits"),
+    Option("push.author_email", str, "gitsync@localhost", "Author e-mail of push-back commits"),
+    Option("push.message", str, "{summary}\n\n{details}\n\nGitsync-Origin: {origin}",
+           "Commit message template: {summary}, {details}, {origin}, {jobs}, {host}, {directory}"),
+    Option("push.max_backoff", float, 300.0, "Longest wait between push retries while the remote is down"),
+    Option("push.forge", str, "github", "Forge API for pull-request mode", choices=("github", "gitlab", "gitea")),
+    Option("push.forge_api_url", str, "", "Forge API root, e.g. https://api.github.com"),
+    Option("push.forge_repository", str, "", "owner/name (GitLab: group/project) on the forge"),
+    Option("push.forge_token_file", str, "", "File holding the forge API token"),
+    Option("push.forge_token_env", str, "", "Environment variable holding the forge API token"),
     Option("server.listen", str, "127.0.0.1:8087", "host:port for /healthz, /status, /metrics and the "
            "webhook (empty = no server)"),
     Option("server.webhook_secret_file", str, "", "File holding the webhook secret (HMAC-SHA256 "
@@ -97,6 +112,18 @@ class Settings:
     sync_on_invalid: str
     sync_max_delete_share: float
     sync_max_file_size: int
+    push_mode: str
+    push_debounce: float
+    push_new_file_dir: str
+    push_author_name: str
+    push_author_email: str
+    push_message: str
+    push_max_backoff: float
+    push_forge: str
+    push_forge_api_url: str
+    push_forge_repository: str
+    push_forge_token_file: str
+    push_forge_token_env: str
     server_listen: str
     server_webhook_secret_file: str
 
@@ -198,6 +225,9 @@ def _check_consistency(s: Settings) -> None:
         raise ConfigError(f"sync.max_delete_share must be in (0, 1], got {s.sync_max_delete_share}")
     if s.repo_path.startswith("/") or ".." in s.repo_path.split("/"):
         raise ConfigError(f"repo.path must be a folder inside the repo, got {s.repo_path!r}")
+    if s.push_mode == "pull-request" and not (s.push_forge_api_url and s.push_forge_repository):
+        raise ConfigError("push.mode = pull-request needs push.forge_api_url and push.forge_repository "
+                          "(and a token: push.forge_token_file or push.forge_token_env)")
     if s.sync_cron:
         from apscheduler.triggers.cron import CronTrigger
 
@@ -217,7 +247,7 @@ def starter_file() -> str:
     lines = ["# gitsync configuration. Every key can also be set with a GITSYNC_* environment variable",
              "# (shown after each key) or a command-line flag; flags win over the environment, which wins",
              "# over this file.", ""]
-    for section in ("repo", "target", "state", "sync", "server"):
+    for section in ("repo", "target", "state", "sync", "push", "server"):
         lines.append(f"[{section}]")
         for option in (o for o in OPTIONS if o.key.startswith(section + ".")):
             lines.append(f"# {option.help}  ({option.env})")

@@ -38,6 +38,10 @@ class BranchNotFound(GitError):
     pass
 
 
+class PushRejected(GitError):
+    """The remote moved on (non-fast-forward): fetch, rebase the change, try again."""
+
+
 class EmptyRemote(GitError):
     pass
 
@@ -50,6 +54,12 @@ class Credentials:
     username: str = "x-access-token"
     ssh_key_file: str = ""
     known_hosts_file: str = ""
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    email: str
 
 
 @dataclass(frozen=True)
@@ -224,3 +234,66 @@ class GitMirror:
 
     def update_ref(self, ref: str, sha: str) -> None:
         self._run("update-ref", "update-ref", ref, sha)
+
+    # -- writing (push-back) ------------------------------------------------------------------------
+    def write_blob(self, data: bytes) -> str:
+        from io import BytesIO
+
+        from gitdb.base import IStream
+
+        with self._git("hash-object"):
+            stream = self._repo.odb.store(IStream(b"blob", len(data), BytesIO(data)))
+            return str(stream.hexsha.decode() if isinstance(stream.hexsha, bytes) else stream.hexsha)
+
+    def read_file(self, commit: str, path: str) -> bytes | None:
+        entry = self.list_tree(commit, path).get(path)
+        return self.read_blob(entry.blob) if entry else None
+
+    def build_commit(self, base: str | None, files: dict[str, bytes | None], message: str, author: Identity,
+                     committer: Identity) -> str:
+        """A commit on top of `base` with `files` written (bytes) or removed (None), without a work tree."""
+        import tempfile
+
+        lines = []
+        for path, data in sorted(files.items()):
+            if data is None:
+                lines.append(f"0 {'0' * 40}\t{path}\n")
+            else:
+                lines.append(f"100644 {self.write_blob(data)}\t{path}\n")
+        with tempfile.TemporaryDirectory(prefix="gitsync-index-") as tmp:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            info = Path(tmp) / "info"
+            info.write_text("".join(lines), encoding="utf-8")
+            with self._git("commit") as g:
+                g.execute(["git", "read-tree", *([base] if base else ["--empty"])], env=env)
+                with open(info, "rb") as stdin:
+                    g.execute(["git", "update-index", "--index-info"], env=env, istream=stdin)
+                tree = g.execute(["git", "write-tree"], env=env).strip()
+                env.update({"GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email,
+                            "GIT_COMMITTER_NAME": committer.name, "GIT_COMMITTER_EMAIL": committer.email})
+                msg = Path(tmp) / "msg"
+                msg.write_text(message, encoding="utf-8")
+                parents = ["-p", base] if base else []
+                return str(g.execute(["git", "commit-tree", tree, *parents, "-F", str(msg)], env=env)).strip()
+
+    def push(self, sha: str, branch: str, *, force: bool = False) -> None:
+        """Push a commit to a branch; `PushRejected` when the branch moved on since our base."""
+        try:
+            self._run("push", "push", "--quiet", "--porcelain", self.url,
+                      f"{'+' if force else ''}{sha}:refs/heads/{branch}", network=True)
+        except GitError as exc:
+            text = str(exc)
+            if any(m in text for m in ("non-fast-forward", "fetch first", "[rejected]", "stale info", "were rejected")):
+                raise PushRejected(f"push to {branch!r} was rejected: the branch moved on") from None
+            raise
+
+    def fetch_branch(self, branch: str, ref: str) -> str | None:
+        """Fetch another branch (a PR or conflict branch) into `ref`; None when it does not exist."""
+        try:
+            self._run("fetch", "fetch", "--no-tags", "--quiet", self.url, f"+refs/heads/{branch}:{ref}",
+                      network=True)
+        except GitError as exc:
+            if "couldn't find remote ref" in str(exc):
+                return None
+            raise
+        return self.resolve(ref)

@@ -17,7 +17,7 @@ from typing import Literal
 from gitsync.state import Owned
 
 ActionKind = Literal["write", "delete", "adopt", "forget"]
-FindingKind = Literal["drift", "foreign", "held"]
+FindingKind = Literal["drift", "foreign", "held", "pending"]
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,19 @@ class Plan:
 
 
 def make_plan(desired: Mapping[str, Desired], owned: Mapping[str, Owned], actual: Mapping[str, str], *,
-              hold: Mapping[str, str] | None = None, force: bool = False) -> Plan:
+              hold: Mapping[str, str] | None = None, pending: Mapping[str, str] | None = None,
+              force: bool = False) -> Plan:
     """`actual` maps every `.kit` file in the target to its blob id; `hold` maps targets to leave as they are
-    to the reason why (invalid in this commit, clashing with a foreign file)."""
+    to the reason why (invalid in this commit, clashing with a foreign file); `pending` likewise for local
+    changes still on their way to git, which are not problems."""
     hold = hold or {}
+    pending = pending or {}
     actions: list[Action] = []
     findings: list[Finding] = []
     for target in sorted(set(desired) | set(owned)):
+        if target in pending:
+            findings.append(Finding("pending", target, pending[target]))
+            continue
         if target in hold:
             findings.append(Finding("held", target, hold[target]))
             continue

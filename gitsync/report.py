@@ -40,8 +40,14 @@ def status_report(settings: Settings, state: State) -> dict[str, Any]:
 
 
 def extra_status(state: State) -> dict[str, Any]:
-    """Hook for sections other features add (the push-back outbox)."""
-    return {}
+    """The push-back side: what is still on its way to git, and what went to conflict branches."""
+    from gitsync.outbox import Outbox
+
+    found: dict[str, Any] = dict(Outbox(state).summary())
+    found["push_last_error"] = state.get("push_last_error", "")
+    found["open_pull_request"] = (state.get("open_pr") or {}).get("url")
+    found["conflicts"] = state.get("conflicts", [])[-10:]
+    return found
 
 
 def render_text(report: dict[str, Any]) -> str:
@@ -68,8 +74,16 @@ def render_text(report: dict[str, Any]) -> str:
     if report["interrupted_apply"]:
         lines.append(f"interrupted  an apply of {report['interrupted_apply'][:12]} did not finish; "
                      "the next sync completes it")
-    for key in sorted(k for k in report if k.startswith("outbox")):
-        lines.append(f"{key.replace('_', ' '):<12} {report[key]}")
+    lines.append(f"outbox       {report['outbox_length']} change(s) waiting to reach git"
+                 + (f", oldest {report['outbox_oldest_age_s']:.0f} s" if report["outbox_length"] else ""))
+    for blocked in report["outbox_blocked"]:
+        lines.append(f"blocked      {blocked}")
+    if report["push_last_error"]:
+        lines.append(f"push error   {report['push_last_error']}")
+    if report["open_pull_request"]:
+        lines.append(f"pull request {report['open_pull_request']}")
+    for conflict in report["conflicts"]:
+        lines.append(f"conflict     {', '.join(conflict['jobs'])}: local version on branch {conflict['branch']}")
     for problem in report["problems"]:
         lines.append(f"{problem['severity']:<12} {problem['path']}:{problem['line']}: {problem['message']}")
     for finding in report["findings"]:

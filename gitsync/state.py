@@ -26,11 +26,18 @@ CREATE TABLE IF NOT EXISTS tree (
 -- Files in the target that gitsync wrote or adopted, with the blob id of what it wrote.
 CREATE TABLE IF NOT EXISTS manifest (
     target TEXT PRIMARY KEY, repo_path TEXT NOT NULL, blob TEXT NOT NULL, names TEXT NOT NULL,
-    stat TEXT NOT NULL);
+    stat TEXT NOT NULL, git_blob TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, duration REAL NOT NULL,
     from_commit TEXT, to_commit TEXT, result TEXT NOT NULL, written INTEGER NOT NULL,
     removed INTEGER NOT NULL, message TEXT NOT NULL);
+-- Push-back: local changes on their way to git (see outbox.py).
+CREATE TABLE IF NOT EXISTS outbox (
+    target TEXT PRIMARY KEY, seq INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    repo_path TEXT, base_blob TEXT, local_blob TEXT, content BLOB, origin TEXT NOT NULL,
+    status TEXT NOT NULL, pr_number INTEGER, error TEXT NOT NULL DEFAULT '');
+-- .kit files that were in the target before gitsync first looked: an operator's, never pushed.
+CREATE TABLE IF NOT EXISTS foreign_baseline (target TEXT PRIMARY KEY, blob TEXT NOT NULL);
 """
 
 
@@ -43,12 +50,21 @@ class TreeRecord:
 
 @dataclass(frozen=True)
 class Owned:
-    """A target file gitsync owns: where it came from and the blob id of the content it wrote."""
+    """A target file gitsync owns: where it came from and the blob id of the content it wrote.
+
+    After a push-back, `blob` is the content a person saved (acknowledged: it is in git now, in
+    git's own formatting) and `git_blob` the git version it corresponds to; otherwise they agree.
+    """
 
     repo_path: str
     blob: str
     names: tuple[str, ...]
     stat: str = ""
+    git_blob: str = ""
+
+    @property
+    def base(self) -> str:
+        return self.git_blob or self.blob
 
 
 @dataclass(frozen=True)
@@ -109,8 +125,9 @@ class State:
 
     def manifest(self) -> dict[str, Owned]:
         with self._lock:
-            rows = self._db.execute("SELECT target, repo_path, blob, names, stat FROM manifest").fetchall()
-        return {target: Owned(path, blob, tuple(json.loads(names)), stat) for target, path, blob, names, stat in rows}
+            rows = self._db.execute("SELECT target, repo_path, blob, names, stat, git_blob FROM manifest").fetchall()
+        return {target: Owned(path, blob, tuple(json.loads(names)), stat, git_blob)
+                for target, path, blob, names, stat, git_blob in rows}
 
     def record_apply(self, *, tree: Mapping[str, TreeRecord] | None, owned: Mapping[str, Owned | None],
                      meta: Mapping[str, Any]) -> None:
@@ -122,8 +139,8 @@ class State:
                     (path, rec.blob, json.dumps(rec.names), json.dumps([p.__dict__ for p in rec.problems]))
                     for path, rec in tree.items()))
             db.executemany("DELETE FROM manifest WHERE target = ?", ((t,) for t, o in owned.items() if o is None))
-            db.executemany("INSERT OR REPLACE INTO manifest VALUES (?, ?, ?, ?, ?)", (
-                (t, o.repo_path, o.blob, json.dumps(o.names), o.stat) for t, o in owned.items() if o is not None))
+            db.executemany("INSERT OR REPLACE INTO manifest VALUES (?, ?, ?, ?, ?, ?)", (
+                (t, o.repo_path, o.blob, json.dumps(o.names), o.stat, o.base) for t, o in owned.items() if o is not None))
             _set_meta(db, meta)
 
     # -- history ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +73,8 @@ class Syncer:
         self.state = state
         self.mirror = mirror
         self.target = target
+        #: Targets whose local change is on its way to git (push-back); the pull leaves them alone.
+        self.pending: Callable[[], Mapping[str, str]] = dict
         self._check_state_matches_target()
 
     @classmethod
@@ -127,7 +129,8 @@ class Syncer:
         desired = {defset.target_name(p): Desired(p, r.blob, r.names) for p, r in tree.items() if p not in invalid}
         hold = {defset.target_name(p): f"{p} is invalid; the last good version stays" for p in invalid}
         hold.update(self._foreign_clashes(desired, owned, seen))
-        plan = make_plan(desired, owned, {t: v.blob for t, v in seen.items()}, hold=hold, force=force)
+        plan = make_plan(desired, owned, {t: v.blob for t, v in seen.items()}, hold=hold, pending=self.pending(),
+                         force=force)
         refusal = mass_delete_refusal(plan, len(owned), s.sync_max_delete_share, allow_mass_delete)
         flat = tuple(sorted(p for found in problems.values() for p in found))
         return Prepared(head, applied, tuple(changes), tree, flat, invalid, plan, refusal, seen)

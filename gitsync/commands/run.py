@@ -7,9 +7,8 @@ import signal
 import threading
 from types import FrameType
 
-from gitsync.agent import Agent
+from gitsync.agent import build_agent
 from gitsync.cli import settings_from
-from gitsync.sync import Syncer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         settings = replace(settings, server_listen=args.listen)
-    agent = Agent(settings, Syncer.from_settings(settings))
+    agent = build_agent(settings)
     stopping = threading.Event()
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:

@@ -1,0 +1,81 @@
+"""Notice local changes in the target (jobs/save, jobs/remove, hand edits) and put them in the outbox.
+
+Watcher events are only hints; this compares the files with what gitsync last wrote or
+acknowledged, so its own writes, editor temp files and duplicate events cost nothing.
+Farm saves by truncating and rewriting in place (or delete, create empty, write), so an empty
+or unparsable file is "not settled yet": it is skipped now and looked at again later, never
+mistaken for a deletion or committed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import toml
+
+from gitsync.outbox import Outbox
+from gitsync.state import State
+from gitsync.target_dir import DirectoryTarget, Seen, blob_id
+
+log = logging.getLogger("gitsync.capture")
+
+ORIGIN_SAVE = "jobs/save"
+ORIGIN_EDIT = "hand edit"
+ORIGIN_DELETE = "jobs/remove or hand delete"
+
+
+def origin_of(content: bytes | None) -> str:
+    """Farm's save writes `job_spec_path` into the file; a person editing by hand does not."""
+    if content is None:
+        return ORIGIN_DELETE
+    return ORIGIN_SAVE if b"job_spec_path" in content else ORIGIN_EDIT
+
+
+def settled(content: bytes) -> bool:
+    if not content.strip():
+        return False
+    try:
+        toml.loads(content.decode("utf-8"))
+    except (UnicodeDecodeError, toml.TomlDecodeError, IndexError, ValueError, TypeError):
+        return False
+    return True
+
+
+def capture(target: DirectoryTarget, state: State, outbox: Outbox) -> list[str]:
+    """Record every settled local change; returns the targets captured."""
+    owned = state.manifest()
+    pending = {e.target: e for e in outbox.entries()}
+    known = {t: Seen(o.blob, o.stat) for t, o in owned.items()}
+    seen = target.scan(known)
+    baseline = outbox.baseline()
+    if baseline is None:
+        foreign = {t: s.blob for t, s in seen.items() if t not in owned}
+        outbox.take_baseline(foreign)
+        if foreign:
+            log.info("%d .kit file(s) already in %s are not gitsync's; they are never pushed or touched: %s",
+                     len(foreign), target.directory, ", ".join(sorted(foreign)[:10]))
+        return []
+    captured: list[str] = []
+    for name in sorted(set(owned) | set(seen) | set(pending)):
+        entry, mine, have = pending.get(name), owned.get(name), seen.get(name)
+        current = have.blob if have else None
+        if entry is not None:
+            reference: str | None = entry.local_blob
+        elif mine is not None:
+            reference = mine.blob
+        elif name in baseline or current is None:
+            continue  # an operator's own file, or nothing there
+        else:
+            reference = None
+        if current == reference:
+            continue
+        content = target.read(name) if current else None
+        if content is not None and not settled(content):
+            log.debug("%s is being written; looking again later", name)
+            continue
+        outbox.put(name, repo_path=mine.repo_path if mine else None, base_blob=mine.base if mine else None,
+                   local_blob=blob_id(content) if content is not None else None, content=content, origin=origin_of(content))
+        captured.append(name)
+    if captured:
+        log.info("captured local change(s) to %s", ", ".join(captured))
+    return captured

@@ -1,0 +1,259 @@
+"""Flush the outbox to git: direct commits, a pull request, or (mode off) conflict branches only.
+
+Nothing leaves the outbox until its change is in git, on a conflict branch, or dropped because
+its pull request was closed unmerged. While the remote is down the outbox waits with
+exponential backoff; a push that loses a race (non-fast-forward) is rebuilt on the new head.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gitsync import defset
+from gitsync.config import Settings
+from gitsync.errors import ForgeError, GitError
+from gitsync.gitrepo import GitMirror, Identity, PushRejected
+from gitsync.outbox import Entry, Outbox
+from gitsync.rebase import Carried, carry, jobs_of
+from gitsync.state import Owned, State
+from gitsync.target_dir import DirectoryTarget, blob_id
+
+log = logging.getLogger("gitsync.push")
+
+MAX_REBASES = 5
+PR_REF = "refs/gitsync/pr"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One outbox entry carried onto a head commit."""
+
+    entry: Entry
+    repo_path: str
+    base: bytes | None
+    head: bytes | None
+    carried: Carried
+
+    @property
+    def local_text(self) -> bytes | None:
+        """Head with every local change on it, conflicts included: what a conflict branch holds."""
+        return carry(self.entry.content, self.base, self.head, self.repo_path, prefer_local=True).text
+
+    @property
+    def ok(self) -> bool:
+        return not self.carried.problems
+
+
+class PushBack:
+    def __init__(self, settings: Settings, state: State, mirror: GitMirror, target: DirectoryTarget,
+                 outbox: Outbox, forge: Any = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.state = state
+        self.mirror = mirror
+        self.target = target
+        self.outbox = outbox
+        self.forge = forge
+        self.clock = clock
+        self.identity = Identity(settings.push_author_name, settings.push_author_email)
+
+    # -- entry point --------------------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Push what is pending; returns True when git changed (the caller then pulls)."""
+        if self.settings.push_mode == "pull-request":
+            self._follow_pull_request()
+        pending = self.outbox.entries("pending")
+        if not pending or self.clock() < float(self.state.get("push_next_attempt", 0)):
+            return False
+        try:
+            changed = {"direct": self._direct, "pull-request": self._pull_request, "off": self._revert_only}[
+                self.settings.push_mode](pending)
+        except (GitError, ForgeError) as exc:
+            self._back_off(exc)
+            return False
+        self.state.set(push_failures=0, push_next_attempt=0, push_last_error="")
+        return changed
+
+    def _back_off(self, exc: Exception) -> None:
+        failures = int(self.state.get("push_failures", 0)) + 1
+        delay = min(self.settings.push_max_backoff, 2.0 ** min(failures, 16))
+        self.state.set(push_failures=failures, push_next_attempt=self.clock() + delay, push_last_error=str(exc))
+        log.warning("push-back failed (%d in a row), %d change(s) kept in the outbox, next try in %.0f s: %s",
+                    failures, len(self.outbox.entries()), delay, exc)
+
+    # -- modes ---------------------------------------------------------------------------------------
+    def _direct(self, entries: list[Entry]) -> bool:
+        branch = self.settings.repo_branch
+        for _ in range(MAX_REBASES):
+            head = self.mirror.fetch()
+            steps = self._carry_all(entries, head)
+            files = self._files(steps)
+            if files:
+                sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.identity)
+                try:
+                    self.mirror.push(sha, branch)
+                except PushRejected:
+                    log.info("branch %s moved on while pushing; rebasing the local change(s)", branch)
+                    continue
+                log.info("pushed %s to %s: %s", sha[:12], branch, self._summary(steps))
+            self._conflict_branches([s for s in steps if s.carried.conflicts], head)
+            self._settle(steps)
+            return bool(files)
+        raise GitError(f"gave up after {MAX_REBASES} attempts: branch {branch!r} keeps moving; will retry")
+
+    def _revert_only(self, entries: list[Entry]) -> bool:
+        """Strict GitOps: keep a copy of each local change on a conflict branch, then let git win."""
+        head = self.mirror.fetch()
+        steps = self._carry_all(entries, head)
+        self._conflict_branches([s for s in steps if s.carried.changed or s.carried.conflicts], head)
+        self._settle(steps, keep_git=True)
+        return False
+
+    def _pull_request(self, entries: list[Entry]) -> bool:
+        assert self.forge is not None
+        head = self.mirror.fetch()
+        open_pr = self.state.get("open_pr")
+        in_pr = self.outbox.entries("in_pr") if open_pr else []
+        steps = self._carry_all([*in_pr, *entries], head)
+        clashing = [s for s in steps if s.carried.conflicts]  # whole entry to a conflict branch, not the PR
+        self._conflict_branches(clashing, head)
+        self._settle(clashing, keep_git=True)
+        steps = [s for s in steps if not s.carried.conflicts]
+        files = self._files(steps)
+        ready = [s for s in steps if s.ok]
+        if files:
+            branch = open_pr["branch"] if open_pr else f"gitsync/changes/{_stamp(self.clock())}"
+            sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.identity)
+            self.mirror.push(sha, branch, force=True)
+            title = self._summary(steps)
+            body = self._details(steps) + "\n\nOpened by gitsync; merging it makes the change permanent, " \
+                "closing it reverts the jobs service to git's version."
+            if open_pr:
+                pr = self.forge.update_pr(open_pr["number"], title, body)
+            else:
+                pr = self.forge.open_pr(branch, self.settings.repo_branch, title, body)
+                self.state.set(open_pr={"number": pr.number, "branch": branch, "url": pr.url})
+            log.info("pull request %s updated with %s", pr.url, title)
+            self.outbox.mark([s.entry.target for s in ready if s.carried.changed], "in_pr", pr_number=pr.number)
+        self._settle([s for s in ready if not s.carried.changed])  # nothing left to propose: git has it
+        return False
+
+    def _follow_pull_request(self) -> None:
+        """Merged: the pull takes over. Closed unmerged: the local change is dropped, git's version returns."""
+        open_pr = self.state.get("open_pr")
+        if not open_pr or self.forge is None:
+            return
+        try:
+            pr = self.forge.get_pr(open_pr["number"])
+        except ForgeError as exc:
+            log.warning("cannot read pull request %s: %s", open_pr["url"], exc)
+            return
+        if pr.state == "open":
+            return
+        entries = self.outbox.entries("in_pr")
+        self._acknowledge([(e, e.repo_path, e.base_blob) for e in entries])
+        self.outbox.remove(entries)
+        self.state.set(open_pr=None)
+        what = "merged: the pull applies it" if pr.state == "merged" else "closed unmerged: reverting to git's version"
+        log.info("pull request %s was %s", pr.url, what)
+
+    # -- building blocks -----------------------------------------------------------------------------
+    def _carry_all(self, entries: list[Entry], head: str) -> list[Step]:
+        by_target = {defset.target_name(p): p for p in self.mirror.list_tree(head, self.settings.repo_path)
+                     if defset.is_definition_path(p)}
+        steps = []
+        for entry in entries:
+            repo_path = entry.repo_path or by_target.get(entry.target) or self._new_path(entry.target)
+            head_text = self.mirror.read_file(head, repo_path)
+            base = self.mirror.read_blob(entry.base_blob) if entry.base_blob else None
+            steps.append(Step(entry, repo_path, base, head_text, carry(entry.content, base, head_text, repo_path)))
+        return steps
+
+    def _new_path(self, target: str) -> str:
+        folder = (self.settings.push_new_file_dir or self.settings.repo_path).strip("/")
+        return f"{folder}/{target}" if folder else target
+
+    def _files(self, steps: list[Step]) -> dict[str, bytes | None]:
+        files: dict[str, bytes | None] = {}
+        for step in steps:
+            if step.carried.problems:
+                first = step.carried.problems[0]
+                self.outbox.mark([step.entry.target], "blocked",
+                                 error=f"not pushed, the saved definition is invalid: {first.message} — {first.fix}")
+                log.error("local change to %s not pushed: %s", step.entry.target, first.format())
+            elif step.carried.touches(step.head):
+                files[step.repo_path] = step.carried.text
+        return files
+
+    def _conflict_branches(self, steps: list[Step], head: str) -> None:
+        for step in steps:
+            jobs = step.carried.conflicts or step.carried.changed
+            if not jobs:
+                continue
+            text = step.local_text
+            branch = f"gitsync/conflict/{jobs[0]}-{_stamp(self.clock())}"
+            message = (f"Local version of {', '.join(jobs)} ({step.entry.origin}), kept by gitsync\n\n"
+                       f"Git changed {'these definitions' if len(jobs) > 1 else 'this definition'} too, so git's "
+                       f"version stays in the jobs service. Merge this branch to use the local one instead.\n\n"
+                       f"Gitsync-Origin: {self._origin([step])}")
+            sha = self.mirror.build_commit(head, {step.repo_path: text}, message, self.identity, self.identity)
+            self.mirror.push(sha, branch)
+            conflicts = list(self.state.get("conflicts", []))[-49:]
+            conflicts.append({"branch": branch, "jobs": list(jobs), "at": self.clock()})
+            self.state.set(conflicts=conflicts)
+            log.warning("conflict on %s: git changed it too; git's version stays, the local one is on branch %s",
+                        ", ".join(jobs), branch)
+
+    def _settle(self, steps: list[Step], keep_git: bool = False) -> None:
+        """Done with these entries: own what was saved and let the next pull put git's text in its place.
+
+        `keep_git`: git's head version wins (conflicts, mode off), not the carried text."""
+        done = [s for s in steps if s.ok or keep_git]
+        self._acknowledge([(s.entry, s.repo_path, _blob(s.head if keep_git else s.carried.text)) for s in done])
+        self.outbox.remove(s.entry for s in done)
+
+    def _acknowledge(self, settled: list[tuple[Entry, str | None, str | None]]) -> None:
+        owned: dict[str, Owned | None] = {}
+        for entry, repo_path, git_blob in settled:
+            if entry.local_blob is None or repo_path is None:
+                owned[entry.target] = None
+            else:
+                owned[entry.target] = Owned(repo_path, entry.local_blob, tuple(jobs_of(entry.content)), "",
+                                            git_blob or "")
+        self.state.record_apply(tree=None, owned=owned, meta={})
+
+    # -- words ---------------------------------------------------------------------------------------
+    def _summary(self, steps: list[Step]) -> str:
+        jobs = sorted({j for s in steps for j in s.carried.changed})
+        origins = sorted({s.entry.origin for s in steps if s.carried.changed})
+        shown = ", ".join(jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
+        return f"Update {shown} from {' and '.join(origins)}"
+
+    def _details(self, steps: list[Step]) -> str:
+        lines = []
+        for s in steps:
+            for job in s.carried.changed:
+                verb = "removed" if job not in jobs_of(s.carried.text) else "saved"
+                lines.append(f"- {job}: {verb} in {s.repo_path} ({s.entry.origin})")
+        return "\n".join(lines)
+
+    def _origin(self, steps: list[Step]) -> str:
+        return f"{socket.gethostname()}:{self.target.directory}"
+
+    def _message(self, steps: list[Step]) -> str:
+        jobs = sorted({j for s in steps for j in s.carried.changed})
+        return self.settings.push_message.replace("\\n", "\n").format(
+            summary=self._summary(steps), details=self._details(steps), origin=self._origin(steps),
+            jobs=", ".join(jobs), host=socket.gethostname(), directory=self.target.directory)
+
+
+def _blob(data: bytes | None) -> str | None:
+    return blob_id(data) if data is not None else None
+
+
+def _stamp(now: float) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))

@@ -1,0 +1,124 @@
+"""Turn filesystem events in the target into one debounced "look at the target" request.
+
+Events are hints only (capture.py works out what really changed), so the filter here is loose:
+anything that may touch a `.kit` file counts, including an editor's atomic save, which arrives
+as a move whose destination is the `.kit` file. If inotify cannot be used (no support, or the
+watch limit is reached) it falls back to polling and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gitsync.defset import KIT_SUFFIX
+
+log = logging.getLogger("gitsync.watch")
+
+
+def relevant(path: str) -> bool:
+    """A `.kit` file Farm would load; editor swap files, backups and gitsync's temp files are not."""
+    name = os.path.basename(path)
+    return name.endswith(KIT_SUFFIX) and not name.startswith((".", "#", "~"))
+
+
+class Debouncer:
+    """Calls `fire` once things have been quiet for `delay` seconds, or at most `max_delay` after the first poke,
+    so a steady stream of saves still gets committed in batches."""
+
+    def __init__(self, delay: float, fire: Callable[[], None], max_delay: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.delay = delay
+        self.max_delay = max_delay if max_delay is not None else max(delay * 10, delay)
+        self.fire = fire
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._first: float | None = None
+        self._last = 0.0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="gitsync-debounce", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        with self._cond:
+            now = self.clock()
+            if self._first is None:
+                self._first = now
+            self._last = now
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(5)
+
+    def _due(self) -> float | None:
+        if self._first is None:
+            return None
+        return min(self._last + self.delay, self._first + self.max_delay)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    due = self._due()
+                    if due is not None and self.clock() >= due:
+                        break
+                    self._cond.wait(None if due is None else max(0.0, due - self.clock()))
+                if self._closed:
+                    return
+                self._first = None
+            try:
+                self.fire()
+            except Exception:  # never let a bad callback stop the watcher
+                log.exception("change handler failed")
+
+
+class DirectoryWatcher:
+    def __init__(self, directory: Path, on_change: Callable[[], None], *, polling: bool = False) -> None:
+        self.directory = directory
+        self.on_change = on_change
+        self.polling = polling
+        self._observer: Any = None
+
+    def start(self) -> None:
+        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.observers import Observer
+        from watchdog.observers.polling import PollingObserver
+
+        watcher = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                if event.event_type in ("opened", "closed_no_write"):
+                    return
+                paths = [os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")]
+                if any(relevant(p) for p in paths if p):
+                    watcher.on_change()
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.polling:
+            try:
+                self._observer = Observer()
+                self._observer.schedule(Handler(), str(self.directory), recursive=False)
+                self._observer.start()
+                return
+            except OSError as exc:
+                log.warning("cannot watch %s with inotify (%s); polling every 2 s instead. Raise "
+                            "fs.inotify.max_user_watches / max_user_instances to get events back",
+                            self.directory, exc.strerror or exc)
+                self.polling = True
+        self._observer = PollingObserver(timeout=2)
+        self._observer.schedule(Handler(), str(self.directory), recursive=False)
+        self._observer.start()
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5)
