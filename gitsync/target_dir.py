@@ -16,6 +16,8 @@ from pathlib import Path
 from gitsync.defset import KIT_SUFFIX
 
 TEMP_PREFIX = ".gitsync-tmp-"
+#: Temp names must not end in `.kit`, or a job store scanning with endswith(".kit") would load them.
+TEMP_SUFFIX = ".tmp"
 #: Past this many files one `sync()` is far cheaper than an fsync per file.
 _BATCH_SYNC_THRESHOLD = 64
 
@@ -85,7 +87,7 @@ class DirectoryTarget:
         batch = len(files) > _BATCH_SYNC_THRESHOLD
         try:
             for name, data in files:
-                temp = self.directory / f"{TEMP_PREFIX}{name}"
+                temp = self.directory / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
                 with open(temp, "wb") as handle:
                     handle.write(data)
                     if not batch:
