@@ -1,0 +1,23 @@
+"""A Farm-compatible jobs service: a stand-in for Omniverse Farm's, for development, CI and demos.
+
+It is not Farm and does not replace it. It serves the same HTTP API (``/load``, ``/save``,
+``/remove``, ``/status`` under ``/queue/management/jobs``), reads the same settings file shape and
+stores definitions the way Farm's ``DirectoryJobStore`` and ``RedisJobStore`` do, quirks included
+(``toml.dump`` rewrites, in-place truncate-and-write saves, non-recursive scans). That way gitsync
+can be developed and tested end to end without an NVIDIA install, against the behaviour it must
+cope with in production. It runs no jobs and has no agents.
+"""
+
+from __future__ import annotations
+
+from gitsync.jobs_service.app import create_app
+from gitsync.jobs_service.config import JobsServiceConfig, load_config
+from gitsync.jobs_service.server import JobsServiceStartError, RunningJobsService
+
+__all__ = [
+    "JobsServiceConfig",
+    "JobsServiceStartError",
+    "RunningJobsService",
+    "create_app",
+    "load_config",
+]

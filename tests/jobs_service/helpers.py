@@ -1,0 +1,68 @@
+"""Helpers shared by the jobs service tests (constants, the API client wrapper, polling)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gitsync.jobs_service.server import RunningJobsService
+
+API_KEY = "test-key-5f3a9c"
+
+
+def poll_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
+    """Return the first truthy value of ``condition()``, checking often until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class JobsApi:
+    """A running service plus an HTTP client that speaks its API."""
+
+    service: RunningJobsService
+    http: httpx.Client
+    save_location: Path
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    def load(self, filter: str | None = None) -> httpx.Response:
+        params = {"filter": filter} if filter is not None else None
+        return self.http.get(f"{self.url}/load", params=params)
+
+    def names(self) -> set[str]:
+        response = self.load()
+        response.raise_for_status()
+        return set(response.json())
+
+    def save(self, definition: dict[str, Any], key: str | None = API_KEY) -> httpx.Response:
+        return self.http.post(f"{self.url}/save", json=definition, headers=_key(key))
+
+    def remove(self, name: str, key: str | None = API_KEY) -> httpx.Response:
+        return self.http.post(f"{self.url}/remove", json={"job_definition_name": name}, headers=_key(key))
+
+
+def _key(key: str | None) -> dict[str, str]:
+    return {"X-API-KEY": key} if key is not None else {}
