@@ -73,6 +73,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("push.new_file_dir", str, "", "Repo folder for definitions created with jobs/save (default: repo.path)"),
     Option("push.author_name", str, "gitsync", "Author of push-back commits"),
     Option("push.author_email", str, "gitsync@localhost", "Author e-mail of push-back commits"),
+    Option("push.committer_name", str, "", "Committer of push-back commits (default: the author)"),
+    Option("push.committer_email", str, "", "Committer e-mail of push-back commits (default: the author's)"),
     Option("push.message", str, "{summary}\n\n{details}\n\nGitsync-Origin: {origin}",
            "Commit message template: {summary}, {details}, {origin}, {jobs}, {host}, {directory}"),
     Option("push.max_backoff", float, 300.0, "Longest wait between push retries while the remote is down"),
@@ -117,6 +119,8 @@ class Settings:
     push_new_file_dir: str
     push_author_name: str
     push_author_email: str
+    push_committer_name: str
+    push_committer_email: str
     push_message: str
     push_max_backoff: float
     push_forge: str

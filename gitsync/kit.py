@@ -179,7 +179,7 @@ def _check_definition(key: str, definition: Any, at: _Locator, *, strict: bool) 
         problems.append(at.problem(
             at.field(key, "name"), "error" if strict else "warning",
             f"job.{key} has name = {name!r}: the directory store registers it as {key!r}, jobs/save as {name!r}",
-            f"make the table key and the name field the same"))
+            "make the table key and the name field the same"))
     return problems
 
 

@@ -60,6 +60,8 @@ class PushBack:
         self.forge = forge
         self.clock = clock
         self.identity = Identity(settings.push_author_name, settings.push_author_email)
+        self.committer = Identity(settings.push_committer_name or settings.push_author_name,
+                                  settings.push_committer_email or settings.push_author_email)
 
     # -- entry point --------------------------------------------------------------------------------
     def flush(self) -> bool:
@@ -93,7 +95,7 @@ class PushBack:
             steps = self._carry_all(entries, head)
             files = self._files(steps)
             if files:
-                sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.identity)
+                sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.committer)
                 try:
                     self.mirror.push(sha, branch)
                 except PushRejected:
@@ -127,7 +129,7 @@ class PushBack:
         ready = [s for s in steps if s.ok]
         if files:
             branch = open_pr["branch"] if open_pr else f"gitsync/changes/{_stamp(self.clock())}"
-            sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.identity)
+            sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.committer)
             self.mirror.push(sha, branch, force=True)
             title = self._summary(steps)
             body = self._details(steps) + "\n\nOpened by gitsync; merging it makes the change permanent, " \
@@ -200,7 +202,7 @@ class PushBack:
                        f"Git changed {'these definitions' if len(jobs) > 1 else 'this definition'} too, so git's "
                        f"version stays in the jobs service. Merge this branch to use the local one instead.\n\n"
                        f"Gitsync-Origin: {self._origin([step])}")
-            sha = self.mirror.build_commit(head, {step.repo_path: text}, message, self.identity, self.identity)
+            sha = self.mirror.build_commit(head, {step.repo_path: text}, message, self.identity, self.committer)
             self.mirror.push(sha, branch)
             conflicts = list(self.state.get("conflicts", []))[-49:]
             conflicts.append({"branch": branch, "jobs": list(jobs), "at": self.clock()})
