@@ -22,7 +22,9 @@ from typing import Any
 
 from gitsync.errors import GitsyncError
 
-SAMPLE_REPO = Path(__file__).resolve().parents[2] / "sample-repo"
+#: A clone (editable install) has sample-repo/ beside the package; an installed copy looks in the cwd.
+_SAMPLE_CANDIDATES = (Path(__file__).resolve().parents[2] / "sample-repo", Path.cwd() / "sample-repo")
+SAMPLE_REPO = next((p for p in _SAMPLE_CANDIDATES if (p / "jobs").is_dir()), _SAMPLE_CANDIDATES[0])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not (SAMPLE_REPO / "jobs").is_dir():
-        raise GitsyncError(f"sample definitions not found at {SAMPLE_REPO}; run the demo from a clone of gitsync")
+        raise GitsyncError(f"sample definitions not found at {SAMPLE_REPO}; run the demo from a clone of gitsync "
+                           "(or from a folder that holds its sample-repo/)")
     for name in ("gitsync", "apscheduler", "watchdog", "uvicorn", "httpx", "gitsync.jobs_service"):
         logging.getLogger(name).setLevel(logging.WARNING)
     with ExitStack() as stack:
