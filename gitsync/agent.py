@@ -97,8 +97,11 @@ class Agent:
 
         s = self.settings
         jitter = int(s.sync_jitter) or None
-        trigger = (CronTrigger.from_crontab(s.sync_cron, jitter=jitter) if s.sync_cron
-                   else IntervalTrigger(seconds=s.sync_interval, jitter=jitter))
+        if s.sync_cron:
+            trigger = CronTrigger.from_crontab(s.sync_cron)
+            trigger.jitter = jitter  # from_crontab() takes no jitter argument in APScheduler 3
+        else:
+            trigger = IntervalTrigger(seconds=s.sync_interval, jitter=jitter)
         grace = max(1, int(s.sync_interval))  # APScheduler's default of 1 s silently drops a late run
         self._scheduler = BackgroundScheduler(daemon=True)
         self._scheduler.add_job(self.request_sync, trigger, args=["schedule"], id="sync", coalesce=True,
@@ -139,7 +142,8 @@ class Agent:
         log.debug("sync requested by %s", reason)
         try:
             if self.pushback is not None:
-                capture(self.syncer.target, self.syncer.state, self.pushback.outbox)
+                capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
+                        self.settings.sync_max_delete_share)
                 self.pushback.flush()
             result = self.syncer.sync()
         except Exception:  # the agent must outlive any bug in one cycle

@@ -41,8 +41,11 @@ def settled(content: bytes) -> bool:
     return True
 
 
-def capture(target: DirectoryTarget, state: State, outbox: Outbox) -> list[str]:
+def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_share: float = 0.5) -> list[str]:
     """Record every settled local change; returns the targets captured."""
+    if not target.directory.is_dir():
+        log.warning("job directory %s does not exist; not looking for local changes", target.directory)
+        return []
     owned = state.manifest()
     pending = {e.target: e for e in outbox.entries()}
     known = {t: Seen(o.blob, o.stat) for t, o in owned.items()}
@@ -56,6 +59,11 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox) -> list[str]:
                      len(foreign), target.directory, ", ".join(sorted(foreign)[:10]))
         return []
     captured: list[str] = []
+    vanished = [t for t in owned if t not in seen and t not in pending]
+    if len(vanished) > 1 and len(vanished) > max_delete_share * len(owned):
+        log.error("%d of %d managed files vanished from %s at once; not pushing that as deletions (an unmounted "
+                  "volume?). Delete them in git if it was intended", len(vanished), len(owned), target.directory)
+        owned = {t: o for t, o in owned.items() if t not in vanished}
     for name in sorted(set(owned) | set(seen) | set(pending)):
         entry, mine, have = pending.get(name), owned.get(name), seen.get(name)
         current = have.blob if have else None

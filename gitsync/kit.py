@@ -75,9 +75,10 @@ def _parse_both(text: str, path: str) -> tuple[dict[str, Any] | None, Problem | 
         return None, Problem(path, line, col, "error", f"Farm's TOML parser (toml 0.10) rejects this file: {reason}",
                              "use syntax both parsers accept (e.g. single-quoted literal strings for Windows paths)")
     if _plain(farm_doc) != _plain(strict_doc):
-        key = _first_difference(strict_doc, farm_doc)
-        return None, Problem(path, 1, 1, "error",
-                             f"Farm's TOML parser reads {key or 'this file'} differently from TOML 1.0",
+        keys = _first_difference(strict_doc, farm_doc)
+        shown = f"'{'.'.join(keys)}'" if keys else "this file"
+        return None, Problem(path, _Locator(text, path).key_path(keys), 1, "error",
+                             f"Farm's TOML parser reads {shown} differently from TOML 1.0",
                              "rewrite the value in a simpler form (plain strings, no dotted keys in inline tables)")
     return strict_doc, None
 
@@ -87,15 +88,17 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return "nan"  # nan != nan, but both parsers reading nan agree
     return value
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
+def _first_difference(a: Any, b: Any, prefix: tuple[str, ...] = ()) -> tuple[str, ...]:
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if _plain(a.get(key)) != _plain(b.get(key)):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
-    return f"'{prefix}'" if prefix else ""
+                return _first_difference(a.get(key), b.get(key), (*prefix, key))
+    return prefix
 
 
 class _Locator:
@@ -112,8 +115,22 @@ class _Locator:
                 return number
         return 1
 
+    def key_path(self, keys: tuple[str, ...]) -> int:
+        """Best-effort line of a dotted key path such as ('job', 'x', 'command')."""
+        if len(keys) >= 3 and keys[0] == "job":
+            return self.field(keys[1], keys[2])
+        if keys:
+            pattern = re.compile(r"^\s*(\"%s\"|'%s'|%s)\s*[=.]" % ((re.escape(keys[-1]),) * 3))
+            return next((n for n, line in enumerate(self.lines, 1) if pattern.match(line)), 1)
+        return 1
+
     def field(self, key: str, field: str) -> int:
         start = self.table(key)
+        sub_table = re.compile(r"^\s*\[\s*job\s*\.\s*(\"%s\"|'%s'|%s)\s*\.\s*(\"%s\"|'%s'|%s)\s*\]"
+                               % ((re.escape(key),) * 3 + (re.escape(field),) * 3))
+        for number, line in enumerate(self.lines, 1):
+            if sub_table.match(line):
+                return number
         pattern = re.compile(r"^\s*(\"%s\"|'%s'|%s)\s*[=.]" % ((re.escape(field),) * 3))
         for number in range(start, len(self.lines) + 1):
             line = self.lines[number - 1]

@@ -70,7 +70,7 @@ def make_plan(desired: Mapping[str, Desired], owned: Mapping[str, Owned], actual
     pending = pending or {}
     actions: list[Action] = []
     findings: list[Finding] = []
-    for target in sorted(set(desired) | set(owned)):
+    for target in sorted(set(desired) | set(owned) | set(hold) | set(pending)):
         if target in pending:
             findings.append(Finding("pending", target, pending[target]))
             continue
@@ -78,6 +78,8 @@ def make_plan(desired: Mapping[str, Desired], owned: Mapping[str, Owned], actual
             findings.append(Finding("held", target, hold[target]))
             continue
         want, mine, have = desired.get(target), owned.get(target), actual.get(target)
+        if want is None and mine is None:
+            continue  # a local file on its way to git, or a foreign one: nothing for the pull to do
         if want is not None:
             action, finding = _wanted(target, want, mine, have, force)
         else:

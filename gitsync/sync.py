@@ -121,10 +121,10 @@ class Syncer:
                 to_parse.append((change.path, change.blob))
         for path, report in self._check_blobs(to_parse).items():
             tree[path] = TreeRecord(dict(to_parse)[path], report.names, tuple(p.at(path) for p in report.problems))
-        problems = defset.check_set((defset.Checked(p, r.names, r.problems) for p, r in tree.items()),
-                                    changed={c.path for c in changes})
-        invalid = frozenset(defset.error_paths(problems))
         owned = self.state.manifest()
+        problems = defset.check_set((defset.Checked(p, r.names, r.problems) for p, r in tree.items()),
+                                    changed=_not_in_place(tree, owned))
+        invalid = frozenset(defset.error_paths(problems))
         seen = self.target.scan({t: Seen(o.blob, o.stat) for t, o in owned.items()})
         desired = {defset.target_name(p): Desired(p, r.blob, r.names) for p, r in tree.items() if p not in invalid}
         hold = {defset.target_name(p): f"{p} is invalid; the last good version stays" for p in invalid}
@@ -137,11 +137,12 @@ class Syncer:
 
     def _changes(self, applied: str | None, head: str, old_tree: Mapping[str, TreeRecord]) -> list[Change]:
         path = self.settings.repo_path
-        if applied == head:
+        same_path = self.state.get("applied_path", path) == path
+        if applied == head and same_path:
             return []
-        if applied and self.mirror.has_commit(applied):
+        if applied and same_path and self.mirror.has_commit(applied):
             changes = self.mirror.diff(applied, head, path)
-        else:  # first sync, or the applied commit is gone: compare the whole tree by blob id
+        else:  # first sync, a new repo.path, or the applied commit is gone: compare whole trees by blob id
             now = self.mirror.list_tree(head, path)
             changes = [Change("M", p, e.blob, e.mode) for p, e in now.items()
                        if p not in old_tree or old_tree[p].blob != e.blob]
@@ -197,6 +198,10 @@ class Syncer:
             result = self._apply(prepared)
         except (GitError, ConfigError) as exc:
             result = SyncResult("error", applied=applied, message=str(exc))
+        except OSError as exc:  # the target: missing permissions, full disk, a file where a folder should be
+            where = exc.filename or self.target.directory
+            result = SyncResult("error", applied=applied,
+                                message=f"cannot update the job directory ({where}): {exc.strerror or exc}")
         result.duration = time.monotonic() - started
         self._record(result, wall, previous=applied)
         return result
@@ -226,7 +231,8 @@ class Syncer:
         self.target.delete(a.target for a in deletes)
         for a in [*deletes, *p.plan.of("forget")]:
             owned[a.target] = None
-        self.state.record_apply(tree=p.tree, owned=owned, meta={"applied_commit": p.head, "pending_commit": None})
+        self.state.record_apply(tree=p.tree, owned=owned, meta={"applied_commit": p.head, "pending_commit": None,
+                                                                         "applied_path": self.settings.repo_path})
         self.mirror.update_ref(APPLIED_REF, p.head)
         base.applied = p.head
         base.written = [a.target for a in writes]
@@ -259,6 +265,17 @@ class Syncer:
         (log.info if r.ok else log.error)(line)
         for finding in r.findings:
             log.warning("%s: %s", finding.kind, finding.detail)
+
+
+def _not_in_place(tree: Mapping[str, TreeRecord], owned: Mapping[str, Owned]) -> set[str]:
+    """Repo files whose version is not the one in the target yet: a clash is blamed on these, so the
+    definitions already serving jobs keep serving them."""
+    fresh = set()
+    for path, record in tree.items():
+        mine = owned.get(defset.target_name(path))
+        if mine is None or mine.repo_path != path or mine.base != record.blob:
+            fresh.add(path)
+    return fresh
 
 
 def _check_one(args: tuple[str, bytes, bool, int]) -> KitReport:

@@ -105,6 +105,9 @@ class DirectoryTarget:
         return {final.name: stat_key(os.stat(final)) for _, final in pending}
 
     def delete(self, names: Iterable[str]) -> None:
+        names = list(names)
+        if not names:
+            return
         for name in names:
             (self.directory / name).unlink(missing_ok=True)
         self._sync_directory()

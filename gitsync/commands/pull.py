@@ -58,7 +58,7 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def render_plan(p: Prepared, on_invalid: str) -> str:
-    lines = [f"commit {(p.applied or 'nothing applied')[:12]} -> {p.head[:12]}: "
+    lines = [f"commit {p.applied[:12] if p.applied else 'nothing applied'} -> {p.head[:12]}: "
              f"{len(p.changed)} definition file(s) changed in git"]
     for action in p.plan.actions:
         if action.kind != "forget":
