@@ -63,12 +63,17 @@ def carry(local: bytes | None, base: bytes | None, head: bytes | None, repo_path
             if not prefer_local:
                 continue
         changed.append(key)
-        if mine is None:
-            text = kitedit.remove_definition(text, key) if text is not None else None
-        elif text is None:
-            text = kitedit.new_definition_file(key, mine)
-        else:
-            text = kitedit.update_definition(text, key, mine)
+        try:
+            if mine is None:
+                text = kitedit.remove_definition(text, key) if text is not None else None
+            elif text is None:
+                text = kitedit.new_definition_file(key, mine)
+            else:
+                text = kitedit.update_definition(text, key, mine)
+        except ValueError as exc:  # a layout kitedit cannot edit safely (e.g. jobs as dotted keys)
+            problem = Problem(repo_path, 1, 1, "error", f"cannot carry the change to job {key!r} onto the git "
+                              f"file: {exc}", "make this change in git directly")
+            return Carried(head, tuple(changed), tuple(conflicts), (problem,))
     data = text.encode("utf-8") if text is not None else None
     problems: tuple[Problem, ...] = ()
     if data is not None and changed:
