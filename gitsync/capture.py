@@ -25,10 +25,15 @@ ORIGIN_DELETE = "jobs/remove or hand delete"
 
 
 def origin_of(content: bytes | None) -> str:
-    """Farm's save writes `job_spec_path` into the file; a person editing by hand does not."""
+    """Farm's save re-dumps the whole file with `toml.dumps`; a person's edit is almost never byte-for-byte
+    what `toml.dumps` would write for the same data."""
     if content is None:
         return ORIGIN_DELETE
-    return ORIGIN_SAVE if b"job_spec_path" in content else ORIGIN_EDIT
+    try:
+        text = content.decode("utf-8")
+        return ORIGIN_SAVE if toml.dumps(toml.loads(text)) == text else ORIGIN_EDIT
+    except (UnicodeDecodeError, toml.TomlDecodeError, IndexError, ValueError, TypeError):
+        return ORIGIN_EDIT
 
 
 def settled(content: bytes) -> bool:
