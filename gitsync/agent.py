@@ -96,6 +96,7 @@ class Agent:
         from apscheduler.triggers.interval import IntervalTrigger
 
         s = self.settings
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job run at INFO
         jitter = int(s.sync_jitter) or None
         if s.sync_cron:
             trigger = CronTrigger.from_crontab(s.sync_cron)
