@@ -57,12 +57,11 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
     seen = target.scan(known)
     baseline = outbox.baseline()
     if baseline is None:
-        foreign = {t: s.blob for t, s in seen.items() if t not in owned}
-        outbox.take_baseline(foreign)
-        if foreign:
+        baseline = {t: s.blob for t, s in seen.items() if t not in owned and t not in pending}
+        outbox.take_baseline(baseline)
+        if baseline:
             log.info("%d .kit file(s) already in %s are not gitsync's; they are never pushed or touched: %s",
-                     len(foreign), target.directory, ", ".join(sorted(foreign)[:10]))
-        return []
+                     len(baseline), target.directory, ", ".join(sorted(baseline)[:10]))
     captured: list[str] = []
     vanished = [t for t in owned if t not in seen and t not in pending]
     if len(vanished) > 1 and len(vanished) > max_delete_share * len(owned):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import base64
 import os
+import shlex
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,20 +85,26 @@ def scrub_git_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> No
             del environ[key]
 
 
-def git_env(creds: Credentials) -> dict[str, str]:
+def git_env(creds: Credentials, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Environment for one git call: never prompt, authenticate from files, keep tokens off argv."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
-    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
-    if creds.ssh_key_file:
-        ssh += ["-i", creds.ssh_key_file, "-o", "IdentitiesOnly=yes"]
-    if creds.known_hosts_file:
-        ssh += ["-o", f"UserKnownHostsFile={creds.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
-    env["GIT_SSH_COMMAND"] = " ".join(ssh)
+    if creds.ssh_key_file or creds.known_hosts_file or not environ.get("GIT_SSH_COMMAND"):
+        # git runs GIT_SSH_COMMAND through a shell, so every path is quoted.
+        ssh = ["ssh", "-o", "BatchMode=yes"]
+        if creds.ssh_key_file:
+            ssh += ["-i", creds.ssh_key_file, "-o", "IdentitiesOnly=yes"]
+        if creds.known_hosts_file:  # ssh takes the first value of an option: strict must come alone
+            ssh += ["-o", f"UserKnownHostsFile={creds.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+        else:
+            ssh += ["-o", "StrictHostKeyChecking=accept-new"]
+        env["GIT_SSH_COMMAND"] = " ".join(shlex.quote(part) for part in ssh)
     if creds.token:
-        # Passed as config through the environment so it shows up in neither `ps` nor .git/config.
+        # Passed as config through the environment so it shows up in neither `ps` nor .git/config. git
+        # would send the header to whatever host a redirect names, so redirects are refused.
         basic = base64.b64encode(f"{creds.username}:{creds.token.reveal()}".encode()).decode()
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}"})
+        env.update({"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+                    "GIT_CONFIG_KEY_1": "http.followRedirects", "GIT_CONFIG_VALUE_1": "false"})
     return env
 
 
