@@ -1,0 +1,106 @@
+"""Small helpers shared by the pull-sync, agent, validate and config tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gitsync.cli import main
+
+#: `path:line:col: severity: message — fix`, the one shape every finding is printed in.
+PROBLEM_LINE = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): (?P<severity>error|warning): "
+                          r"(?P<message>.+) — (?P<fix>.+)$")
+
+SAMPLE_TARGETS = ("asset-validate.kit", "create-render.kit", "gpu-checks.kit", "hello-world.kit",
+                  "render-k8s.kit", "usd-render.kit", "win-kit-batch.kit")
+
+
+def kit(key: str, *, command: str = "/bin/echo", args: tuple[str, ...] = ("hello",), extra: str = "") -> str:
+    """A small valid definition file with one job."""
+    quoted = ", ".join(f'"{a}"' for a in args)
+    return (f'[job.{key}]\njob_type = "base"\nname = "{key}"\ncommand = "{command}"\nargs = [{quoted}]\n'
+            + extra)
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+def gitsync(capsys: pytest.CaptureFixture[str], *argv: str) -> Ran:
+    """Run `gitsync ARGV` in-process; flush what earlier calls printed first."""
+    capsys.readouterr()
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return Ran(code, captured.out, captured.err)
+
+
+def isolate(monkeypatch: pytest.MonkeyPatch, cwd: Path) -> None:
+    """Run in `cwd` (no stray ./gitsync.toml) with no GITSYNC_* variable from the runner's environment."""
+    monkeypatch.chdir(cwd)
+    for name in [n for n in os.environ if n.startswith("GITSYNC_")]:
+        monkeypatch.delenv(name)
+
+
+def poll_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
+    """Wait for `condition()` to be truthy; fail the test after `timeout` seconds. Never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class FileMark:
+    ino: int
+    mtime_ns: int
+    data: bytes
+
+
+def snapshot(directory: Path) -> dict[str, FileMark]:
+    """Every file directly in `directory`, with what shows whether it was rewritten."""
+    marks = {}
+    for entry in sorted(os.listdir(directory)):
+        st = os.stat(directory / entry)
+        marks[entry] = FileMark(st.st_ino, st.st_mtime_ns, (directory / entry).read_bytes())
+    return marks
+
+
+def kit_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".kit")) if directory.is_dir() else []
+
+
+RAM_DISK = Path("/dev/shm")
+
+
+@contextmanager
+def work_dir(fallback: Path) -> Iterator[Path]:
+    """A fresh folder on tmpfs when the machine has one, else `fallback`.
+
+    Every sync fsyncs each file it writes, the directory and several SQLite commits, and git fsyncs
+    its packs; on the runner's disk that is most of the suite's time (measured: 35 s against 15 s).
+    tmpfs is still a real filesystem: atomic rename, inode numbers and nanosecond mtimes behave the same.
+    """
+    if not (RAM_DISK.is_dir() and os.access(RAM_DISK, os.W_OK)):
+        yield fallback
+        return
+    path = Path(tempfile.mkdtemp(prefix="gitsync-test-", dir=RAM_DISK))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
