@@ -7,6 +7,7 @@ at once, and a burst of webhooks costs one fetch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -48,10 +49,8 @@ class Agent:
 
     # -- triggers -----------------------------------------------------------------------------------
     def request_sync(self, reason: str) -> None:
-        try:
+        with contextlib.suppress(queue.Full):  # a sync is already pending; it will see the newest commit
             self._wake.put_nowait(reason)
-        except queue.Full:
-            pass  # a sync is already pending; it will see the newest commit
 
     def wait_for_syncs(self, count: int, timeout: float) -> bool:
         """Block until `count` syncs have finished since start (for tests and the demo)."""
@@ -97,7 +96,7 @@ class Agent:
 
         s = self.settings
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # it logs every job run at INFO
-        jitter = int(s.sync_jitter) or None
+        jitter = s.sync_jitter or None
         if s.sync_cron:
             trigger = CronTrigger.from_crontab(s.sync_cron)
             trigger.jitter = jitter  # from_crontab() takes no jitter argument in APScheduler 3

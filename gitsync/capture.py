@@ -86,7 +86,8 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             log.debug("%s is being written; looking again later", name)
             continue
         outbox.put(name, repo_path=mine.repo_path if mine else None, base_blob=mine.base if mine else None,
-                   local_blob=blob_id(content) if content is not None else None, content=content, origin=origin_of(content))
+                   local_blob=blob_id(content) if content is not None else None, content=content,
+                   origin=origin_of(content))
         captured.append(name)
     if captured:
         log.info("captured local change(s) to %s", ", ".join(captured))

@@ -8,6 +8,7 @@ what it should be.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -223,8 +224,14 @@ def _from_text(option: Option, text: str, where: str) -> Any:
 
 
 def _check_consistency(s: Settings) -> None:
-    if s.sync_interval <= 0:
-        raise ConfigError(f"sync.interval must be more than 0 seconds, got {s.sync_interval}")
+    for key, value in (("sync.interval", s.sync_interval), ("sync.timeout", s.sync_timeout),
+                       ("push.debounce", s.push_debounce), ("push.max_backoff", s.push_max_backoff)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{key} must be more than 0 seconds, got {value}")
+    for key, value in (("sync.jitter", s.sync_jitter), ("sync.max_file_size", s.sync_max_file_size),
+                       ("repo.fetch_depth", s.repo_fetch_depth)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{key} must be 0 or more, got {value}")
     if not 0 < s.sync_max_delete_share <= 1:
         raise ConfigError(f"sync.max_delete_share must be in (0, 1], got {s.sync_max_delete_share}")
     if s.repo_path.startswith("/") or ".." in s.repo_path.split("/"):

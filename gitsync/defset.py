@@ -32,8 +32,10 @@ def target_name(repo_path: str) -> str:
 
 
 def is_definition_path(repo_path: str) -> bool:
-    """Farm loads files ending exactly in `.kit`; anything else in the repo is documentation or tooling."""
-    return repo_path.endswith(KIT_SUFFIX) and not posixpath.basename(repo_path).startswith(".")
+    """Farm loads files ending exactly in `.kit`; anything else in the repo, or in a hidden folder such as
+    `.github/` or `.drafts/`, is documentation, tooling or work in progress."""
+    hidden = any(part.startswith(".") and part not in (".", "..") for part in repo_path.split("/"))
+    return repo_path.endswith(KIT_SUFFIX) and not hidden
 
 
 def suffix_problem(repo_path: str) -> Problem | None:

@@ -43,10 +43,8 @@ def redact_url(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
-    if parts.password:
-        netloc = f"{user}:{REDACTED}@{host}"
-    else:  # https://TOKEN@host is a common way to pass a token as the user name
-        netloc = f"{REDACTED}@{host}"
+    # https://TOKEN@host (no password) is a common way to pass a token as the user name
+    netloc = f"{user}:{REDACTED}@{host}" if parts.password else f"{REDACTED}@{host}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

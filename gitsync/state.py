@@ -7,6 +7,7 @@ applied commit and the cached validation of that commit's files change together 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gitsync.errors import ConfigError
 from gitsync.problems import Problem, from_dict
 
 _SCHEMA = """
@@ -79,6 +81,35 @@ class HistoryRow:
     message: str
 
 
+SCHEMA_VERSION = 1
+
+
+class StateLock:
+    """One gitsync per state directory: two would share a mirror and apply over each other."""
+
+    def __init__(self, directory: Path) -> None:
+        import fcntl
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self._file = open(directory / "lock", "a+")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise ConfigError(f"state directory {directory} is in use by {holder}; wait for it to finish or "
+                              "give this run its own --state-dir") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"gitsync pid {os.getpid()}")
+        self._file.flush()
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
 class State:
     """The state database; safe to share between the worker and status readers."""
 
@@ -89,7 +120,15 @@ class State:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        has_tables = self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if has_tables and version != SCHEMA_VERSION:
+            self._db.close()
+            raise ConfigError(f"{self.path} was written by another version of gitsync (schema {version}, this one "
+                              f"reads {SCHEMA_VERSION}); move it away: the next sync rebuilds it and adopts the "
+                              "files that already match git")
         self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -140,7 +179,8 @@ class State:
                     for path, rec in tree.items()))
             db.executemany("DELETE FROM manifest WHERE target = ?", ((t,) for t, o in owned.items() if o is None))
             db.executemany("INSERT OR REPLACE INTO manifest VALUES (?, ?, ?, ?, ?, ?)", (
-                (t, o.repo_path, o.blob, json.dumps(o.names), o.stat, o.base) for t, o in owned.items() if o is not None))
+                (t, o.repo_path, o.blob, json.dumps(o.names), o.stat, o.base)
+                for t, o in owned.items() if o is not None))
             _set_meta(db, meta)
 
     # -- history ------------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from gitsync.config import Settings
 from gitsync.errors import ConfigError, GitError
 from gitsync.gitrepo import APPLIED_REF, Change, GitMirror
 from gitsync.kit import KitReport, check_kit
+from gitsync.outbox import Outbox
 from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
 from gitsync.problems import Problem
-from gitsync.state import HistoryRow, Owned, State, TreeRecord, problems_json
+from gitsync.state import HistoryRow, Owned, State, StateLock, TreeRecord, problems_json
 from gitsync.target_dir import DirectoryTarget, Seen
 
 log = logging.getLogger("gitsync.sync")
@@ -75,6 +76,7 @@ class Syncer:
         self.target = target
         #: Targets whose local change is on its way to git (push-back); the pull leaves them alone.
         self.pending: Callable[[], Mapping[str, str]] = dict
+        self._lock: StateLock | None = None
         self._check_state_matches_target()
 
     @classmethod
@@ -86,11 +88,21 @@ class Syncer:
         mirror = GitMirror(state_dir / "mirror.git", _normalise_url(settings.repo_url), settings.repo_branch,
                            credentials=credentials_from(settings), timeout=settings.sync_timeout,
                            depth=settings.repo_fetch_depth)
-        return cls(settings, State(state_dir), mirror, DirectoryTarget(Path(settings.target_directory)))
+        lock = StateLock(state_dir)
+        try:
+            syncer = cls(settings, State(state_dir), mirror, DirectoryTarget(Path(settings.target_directory)))
+        except BaseException:
+            lock.release()
+            raise
+        syncer._lock = lock
+        syncer.pending = Outbox(syncer.state).held_targets  # an agent's unpushed changes are not drift
+        return syncer
 
     def close(self) -> None:
         self.mirror.close()
         self.state.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def _check_state_matches_target(self) -> None:
         directory = str(self.target.directory.resolve())
@@ -119,6 +131,9 @@ class Syncer:
                 tree[change.path] = TreeRecord(change.blob, (), (defset.symlink_problem(change.path),))
             elif change.mode != "160000":
                 to_parse.append((change.path, change.blob))
+        if self.state.get("validated_with", self._validation_key()) != self._validation_key():
+            parsing = {path for path, _ in to_parse}  # the rules changed (--strict, size): check every file again
+            to_parse += [(path, rec.blob) for path, rec in tree.items() if path not in parsing and rec.names]
         for path, report in self._check_blobs(to_parse).items():
             tree[path] = TreeRecord(dict(to_parse)[path], report.names, tuple(p.at(path) for p in report.problems))
         owned = self.state.manifest()
@@ -134,6 +149,24 @@ class Syncer:
         refusal = mass_delete_refusal(plan, len(owned), s.sync_max_delete_share, allow_mass_delete)
         flat = tuple(sorted(p for found in problems.values() for p in found))
         return Prepared(head, applied, tuple(changes), tree, flat, invalid, plan, refusal, seen)
+
+    def _validation_key(self) -> str:
+        return f"strict={self.settings.sync_strict} max_file_size={self.settings.sync_max_file_size}"
+
+    def _recover(self) -> None:
+        """Own the files an interrupted apply already wrote, whatever the branch holds now."""
+        interrupted = self.state.get("pending_writes")
+        if not interrupted:
+            return
+        owned = self.state.manifest()
+        seen = self.target.scan({t: Seen(o.blob, o.stat) for t, o in owned.items()})
+        adopted = {target: Owned(path, blob, tuple(names), seen[target].stat, blob)
+                   for target, (path, blob, names) in interrupted.items()
+                   if target in seen and seen[target].blob == blob}
+        self.state.record_apply(tree=None, owned=adopted, meta={"pending_writes": None})
+        if adopted:
+            log.warning("completed an apply that was interrupted: %d file(s) it had written are gitsync's",
+                        len(adopted))
 
     def _changes(self, applied: str | None, head: str, old_tree: Mapping[str, TreeRecord]) -> list[Change]:
         path = self.settings.repo_path
@@ -186,9 +219,10 @@ class Syncer:
     def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
         started = time.monotonic()
         wall = time.time()
-        self.target.remove_leftovers()
         applied = self.state.get("applied_commit")
         try:
+            self.target.remove_leftovers()
+            self._recover()
             head = self.mirror.fetch()
             if applied and applied != head and self.mirror.has_commit(applied) \
                     and not self.mirror.is_ancestor(applied, head):
@@ -221,7 +255,8 @@ class Syncer:
         writes = p.plan.of("write")
         deletes = p.plan.of("delete")
         owned: dict[str, Owned | None] = {}
-        self.state.set(pending_commit=p.head)
+        self.state.set(pending_commit=p.head, pending_writes={
+            a.target: [a.repo_path, a.blob, list(p.tree[a.repo_path].names)] for a in writes})
         if writes:
             stats = self.target.write_many((a.target, self.mirror.read_blob(str(a.blob))) for a in writes)
             for a in writes:
@@ -231,13 +266,14 @@ class Syncer:
         self.target.delete(a.target for a in deletes)
         for a in [*deletes, *p.plan.of("forget")]:
             owned[a.target] = None
-        self.state.record_apply(tree=p.tree, owned=owned, meta={"applied_commit": p.head, "pending_commit": None,
-                                                                         "applied_path": self.settings.repo_path})
+        self.state.record_apply(tree=p.tree, owned=owned, meta={
+            "applied_commit": p.head, "pending_commit": None, "pending_writes": None,
+            "applied_path": self.settings.repo_path, "validated_with": self._validation_key()})
         self.mirror.update_ref(APPLIED_REF, p.head)
         base.applied = p.head
         base.written = [a.target for a in writes]
         base.removed = [a.target for a in deletes]
-        held = [f for f in p.plan.findings if f.kind == "held"]
+        held = [f for f in p.plan.findings if f.kind in ("held", "foreign")]
         base.result = "partial" if held else ("synced" if writes or deletes or p.head != p.applied else "noop")
         return base
 
@@ -246,9 +282,10 @@ class Syncer:
             f"{(previous or 'empty')[:12]}..{(r.head or '')[:12]}"
         meta: dict[str, object] = {
             "last_attempt_at": wall, "last_result": r.result, "last_message": r.message,
-            "head_commit": r.head, "problems": problems_json(r.problems),
-            "findings": [f.__dict__ for f in r.findings],
+            "head_commit": r.head,
             "consecutive_failures": 0 if r.ok else int(self.state.get("consecutive_failures", 0)) + 1}
+        if r.result != "error":  # a failed fetch says nothing new about the definitions: keep what we knew
+            meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings])
         if r.ok:
             meta["last_success_at"] = wall
             if r.result != "noop" or self.state.get("applied_at") is None:

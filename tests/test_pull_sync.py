@@ -291,9 +291,6 @@ def test_a_symlinked_definition_in_git_is_kept_out(synced: Farm) -> None:
     assert snapshot(synced.target) == before
 
 
-@pytest.mark.xfail(strict=True, reason="sync.py prepare reuses the validation cached in the state's tree (keyed "
-                                       "by blob id only): turning on sync.strict (or lowering "
-                                       "sync.max_file_size) never re-checks files that did not change in git")
 def test_turning_on_strict_mode_checks_the_files_already_applied(farm: Farm) -> None:
     farm.remote.commit({"jobs/hello.kit": '[job.hello-omniverse]\njob_type = "base"\n'
                                           'name = "simple-hello-omniverse-job"\ncommand = "/bin/echo"\n'})
@@ -305,9 +302,6 @@ def test_turning_on_strict_mode_checks_the_files_already_applied(farm: Farm) -> 
     assert [p["severity"] for p in farm.status()["problems"]] == ["error"]
 
 
-@pytest.mark.xfail(strict=True, reason="commands/validate.py _files skips folders starting with '.', but "
-                                       "defset.is_definition_path (used by the sync) only looks at the base name: "
-                                       "a broken jobs/.drafts/x.kit passes the CI gate and then blocks the sync")
 def test_the_ci_gate_and_the_sync_agree_on_a_definition_in_a_hidden_folder(remote: RemoteRepo, tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     remote.commit({"jobs/good.kit": kit("good"), "jobs/.drafts/half-done.kit": '[job.half-done]\njob_type = "base"\n'})
@@ -455,10 +449,6 @@ def test_a_foreign_file_with_a_repo_file_name_is_not_overwritten(farm: Farm, cap
     assert farm.contents() == farm.head_definitions()
 
 
-@pytest.mark.xfail(strict=True, reason="plan.py _wanted reports a foreign file in the way of a repo file as a "
-                                       "'foreign' finding, which sync.py _apply does not count as held: the sync "
-                                       "says 'synced' and exits 0 while git's definition is not in the target "
-                                       "(a foreign file clashing by job name gives 'partial' and exit 1)")
 def test_a_repo_file_kept_out_by_a_foreign_file_of_the_same_name_is_not_reported_as_synced(farm: Farm) -> None:
     farm.target.mkdir()
     (farm.target / "hello-world.kit").write_text(kit("hello-world", args=("someone else's",)))
@@ -619,10 +609,6 @@ def test_a_crash_during_apply_is_completed_by_the_next_sync(synced: Farm, monkey
     assert synced.sync().code == 0 and synced.status()["last_result"] == "noop"
 
 
-@pytest.mark.xfail(strict=True, reason="sync.py _apply records nothing about the files it is about to write "
-                                       "(only pending_commit): when the commit a crash interrupted is reverted "
-                                       "before the restart, the files it already wrote are seen as foreign (new "
-                                       "files, never removed) or as drift (changed files, never restored)")
 def test_a_crash_then_a_revert_before_the_restart_leaves_only_the_new_heads_definitions(
     synced: Farm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -693,9 +679,15 @@ def test_plan_of_an_invalid_commit_says_it_would_be_refused(synced: Farm) -> Non
     assert ran.out.splitlines()[-1] == "refused: 1 invalid file(s); nothing would be applied (sync.on_invalid = refuse)"
 
 
+def test_status_before_any_sync_says_there_is_no_state_yet(farm: Farm) -> None:
+    ran = farm.status_text()
+
+    assert ran.code == 1
+    assert ran.err.startswith(f"gitsync: error: no gitsync state in {farm.state}")
+    assert not (farm.state / "state.sqlite3").exists()
+
+
 def test_status_json_has_every_field(farm: Farm) -> None:
-    fresh = farm.status()
-    assert fresh["last_result"] is None and fresh["applied_commit"] is None
 
     assert farm.sync().code == 0
     status = farm.status()

@@ -7,6 +7,8 @@ import json
 import time
 
 from gitsync.cli import settings_from
+from gitsync.config import Settings
+from gitsync.errors import GitsyncError
 from gitsync.report import render_text, status_report
 from gitsync.state import State
 
@@ -19,9 +21,16 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=20)
 
 
+def _open(settings: Settings) -> State:
+    if not (settings.state_path / "state.sqlite3").is_file():
+        raise GitsyncError(f"no gitsync state in {settings.state_path}: check --state-dir (or state.dir), or run "
+                           "`gitsync sync --once` first")
+    return State(settings.state_path)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    state = State(settings.state_path)
+    state = _open(settings)
     try:
         report = status_report(settings, state)
     finally:
@@ -32,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_history(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    state = State(settings.state_path)
+    state = _open(settings)
     try:
         rows = state.history(args.limit)
     finally:
