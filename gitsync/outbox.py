@@ -53,9 +53,9 @@ class Outbox:
         with self.state.transaction() as db:
             row = db.execute("SELECT seq FROM outbox WHERE target = ?", (target,)).fetchone()
             if row:
+                # Any new content must be pushed again, including content whose previous version is in a PR.
                 db.execute("UPDATE outbox SET updated = ?, local_blob = ?, content = ?, origin = ?, error = '',"
-                           " status = CASE status WHEN 'blocked' THEN 'pending' ELSE status END WHERE target = ?",
-                           (now, local_blob, content, origin, target))
+                           " status = 'pending' WHERE target = ?", (now, local_blob, content, origin, target))
                 return
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
             db.execute(f"INSERT INTO outbox ({_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL,"
@@ -65,6 +65,11 @@ class Outbox:
         with self.state.transaction() as db:
             db.executemany("UPDATE outbox SET status = ?, pr_number = ?, error = ? WHERE target = ?",
                            ((status, pr_number, error, t) for t in targets))
+
+    def rebase(self, target: str, base_blob: str | None) -> None:
+        """The git version a pending change is relative to moved (its earlier version was merged)."""
+        with self.state.transaction() as db:
+            db.execute("UPDATE outbox SET base_blob = ? WHERE target = ?", (base_blob, target))
 
     def remove(self, entries: Iterable[Entry]) -> None:
         """Drop rows whose change is settled, unless the file changed again since (then the row stays)."""

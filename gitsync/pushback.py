@@ -8,16 +8,18 @@ exponential backoff; a push that loses a race (non-fast-forward) is rebuilt on t
 from __future__ import annotations
 
 import logging
+import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gitsync import defset
 from gitsync.config import Settings
 from gitsync.errors import ForgeError, GitError
 from gitsync.gitrepo import GitMirror, Identity, PushRejected
+from gitsync.kit import check_kit
 from gitsync.outbox import Entry, Outbox
 from gitsync.rebase import Carried, carry, jobs_of
 from gitsync.state import Owned, State
@@ -156,9 +158,17 @@ class PushBack:
             return
         if pr.state == "open":
             return
-        entries = self.outbox.entries("in_pr")
-        self._acknowledge([(e, e.repo_path, e.base_blob) for e in entries])
-        self.outbox.remove(entries)
+        ours = [e for e in self.outbox.entries() if e.pr_number == pr.number]
+        proposed = [e for e in ours if e.status == "in_pr"]
+        self._acknowledge([(e, e.repo_path, e.base_blob) for e in proposed])
+        self.outbox.remove(proposed)
+        newer = [e for e in ours if e.status != "in_pr"]  # saved again after the PR was last updated
+        if pr.state == "merged" and newer:
+            head = self.mirror.fetch()
+            for entry in newer:  # what was merged is their new base, so only the later change is proposed
+                merged = self.mirror.list_tree(head, entry.repo_path or "").get(entry.repo_path or "")
+                self.outbox.rebase(entry.target, merged.blob if merged else None)
+        self.outbox.mark([e.target for e in newer], "pending")
         self.state.set(open_pr=None)
         what = "merged: the pull applies it" if pr.state == "merged" else "closed unmerged: reverting to git's version"
         log.info("pull request %s was %s", pr.url, what)
@@ -173,7 +183,32 @@ class PushBack:
             head_text = self.mirror.read_file(head, repo_path)
             base = self.mirror.read_blob(entry.base_blob) if entry.base_blob else None
             steps.append(Step(entry, repo_path, base, head_text, carry(entry.content, base, head_text, repo_path)))
-        return steps
+        return self._check_against_head(steps, head)
+
+    def _check_against_head(self, steps: list[Step], head: str) -> list[Step]:
+        """Block changes that would break the branch as a whole (a job name another file already defines):
+        every agent's next pull would refuse that commit."""
+        cached = self.state.tree()
+        files: dict[str, defset.Checked] = {}
+        for path, item in self.mirror.list_tree(head, self.settings.repo_path).items():
+            if defset.is_definition_path(path):
+                record = cached.get(path)
+                names = record.names if record and record.blob == item.blob else \
+                    check_kit(self.mirror.read_blob(item.blob), path).names
+                files[path] = defset.Checked(path, names, ())
+        carried = {s.repo_path for s in steps if s.ok and s.carried.touches(s.head)}
+        for step in steps:
+            if step.repo_path in carried:
+                files.pop(step.repo_path, None)
+                if step.carried.text is not None:
+                    files[step.repo_path] = defset.Checked(step.repo_path, tuple(jobs_of(step.carried.text)), ())
+        problems = defset.check_set(files.values(), changed=carried)
+        checked = []
+        for step in steps:
+            errors = tuple(p for p in problems.get(step.repo_path, []) if p.severity == "error") \
+                if step.repo_path in carried else ()
+            checked.append(replace(step, carried=replace(step.carried, problems=errors)) if errors else step)
+        return checked
 
     def _new_path(self, target: str) -> str:
         folder = (self.settings.push_new_file_dir or self.settings.repo_path).strip("/")
@@ -258,4 +293,5 @@ def _blob(data: bytes | None) -> str | None:
 
 
 def _stamp(now: float) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    """A branch-name suffix: readable time plus a little randomness, so two in one second never collide."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(2)

@@ -257,22 +257,27 @@ class Syncer:
         owned: dict[str, Owned | None] = {}
         self.state.set(pending_commit=p.head, pending_writes={
             a.target: [a.repo_path, a.blob, list(p.tree[a.repo_path].names)] for a in writes})
-        if writes:
-            stats = self.target.write_many((a.target, self.mirror.read_blob(str(a.blob))) for a in writes)
-            for a in writes:
+        planned = {t: seen.stat for t, seen in p.seen.items()}
+        stats = self.target.write_many(((a.target, self.mirror.read_blob(str(a.blob))) for a in writes), planned) \
+            if writes else {}
+        for a in writes:
+            if a.target in stats:
                 owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, stats[a.target])
         for a in p.plan.of("adopt"):
             owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, p.seen[a.target].stat)
-        self.target.delete(a.target for a in deletes)
-        for a in [*deletes, *p.plan.of("forget")]:
+        deleted = set(self.target.delete((a.target for a in deletes), planned))
+        for a in [*(d for d in deletes if d.target in deleted), *p.plan.of("forget")]:
             owned[a.target] = None
+        changed_meanwhile = [a.target for a in [*writes, *deletes] if a.target not in stats and a.target not in deleted]
+        if changed_meanwhile:
+            log.warning("%s changed while syncing; left as they are for the next cycle", ", ".join(changed_meanwhile))
         self.state.record_apply(tree=p.tree, owned=owned, meta={
             "applied_commit": p.head, "pending_commit": None, "pending_writes": None,
             "applied_path": self.settings.repo_path, "validated_with": self._validation_key()})
         self.mirror.update_ref(APPLIED_REF, p.head)
         base.applied = p.head
-        base.written = [a.target for a in writes]
-        base.removed = [a.target for a in deletes]
+        base.written = [a.target for a in writes if a.target in stats]
+        base.removed = [a.target for a in deletes if a.target in deleted]
         held = [f for f in p.plan.findings if f.kind in ("held", "foreign")]
         base.result = "partial" if held else ("synced" if writes or deletes or p.head != p.applied else "noop")
         return base

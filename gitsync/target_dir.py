@@ -79,10 +79,19 @@ class DirectoryTarget:
     def stat(self, name: str) -> str:
         return stat_key(os.stat(self.directory / name))
 
-    def write_many(self, files: Iterable[tuple[str, bytes]]) -> dict[str, str]:
-        """Write each file atomically; returns the stat key of every file written."""
+    def current_stat(self, name: str) -> str | None:
+        try:
+            return stat_key(os.stat(self.directory / name))
+        except FileNotFoundError:
+            return None
+
+    def write_many(self, files: Iterable[tuple[str, bytes]], expected: Mapping[str, str | None]) -> dict[str, str]:
+        """Write each file atomically, unless it changed since it was planned (`expected`: its stat key then,
+        None for absent): a save landing mid-sync must not be overwritten. Returns the stat key of every file
+        written; skipped files are left for the next cycle."""
         self.ensure()
         pending: list[tuple[Path, Path]] = []
+        written: dict[str, str] = {}
         files = list(files)
         batch = len(files) > _BATCH_SYNC_THRESHOLD
         try:
@@ -97,20 +106,23 @@ class DirectoryTarget:
             if batch:
                 os.sync()
             for temp, final in pending:
-                os.replace(temp, final)
+                if self.current_stat(final.name) == expected.get(final.name):
+                    os.replace(temp, final)
+                    written[final.name] = stat_key(os.stat(final))
         finally:
             for temp, _ in pending:
                 temp.unlink(missing_ok=True)
         self._sync_directory()
-        return {final.name: stat_key(os.stat(final)) for _, final in pending}
+        return written
 
-    def delete(self, names: Iterable[str]) -> None:
-        names = list(names)
-        if not names:
-            return
-        for name in names:
+    def delete(self, names: Iterable[str], expected: Mapping[str, str | None]) -> list[str]:
+        """Delete files that are still as planned; returns the ones deleted."""
+        deleted = [name for name in names if self.current_stat(name) == expected.get(name)]
+        for name in deleted:
             (self.directory / name).unlink(missing_ok=True)
-        self._sync_directory()
+        if deleted:
+            self._sync_directory()
+        return deleted
 
     def remove_leftovers(self) -> None:
         """Temp files of a write that a crash interrupted; their targets were never touched."""

@@ -450,10 +450,6 @@ def test_pr_mode_save_opens_one_pull_request_and_keeps_local_change(
     assert pr_site.outbox_length() == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "outbox.py Outbox.put keeps status 'in_pr' when a target changes again, and PushBack.flush only "
-    "flushes 'pending' entries: the second save never reaches the PR branch, and merging or closing the "
-    "PR then drops it (_follow_pull_request acknowledges the newer content)"))
 def test_pr_mode_second_save_updates_the_same_pull_request(
         pr_site: Site, sample_remote: RemoteRepo, forge: tuple[GitHubStandin, str]) -> None:
     standin = forge[0]
@@ -603,23 +599,19 @@ def test_invalid_hand_edit_is_blocked_until_fixed(site: Site, sample_remote: Rem
 # -- beyond the list: a save that lands while the pull is writing ------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sync.py Syncer._apply writes the planned files (target.write_many) without checking that they still "
-    "hold what prepare() scanned: a jobs/save landing between the scan and the os.replace is overwritten "
-    "with git's text and then looks unchanged to capture, so it is lost"))
 def test_save_landing_while_the_pull_writes_is_not_lost(
         site: Site, sample_remote: RemoteRepo, monkeypatch: pytest.MonkeyPatch) -> None:
     target = site.running.syncer.target
     real_write_many = target.write_many
     saved_during_pull: list[str] = []
 
-    def write_many(files: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    def write_many(files: Iterable[tuple[str, bytes]], expected: Any) -> dict[str, str]:
         files = list(files)
         if not saved_during_pull and any(name == "hello-world.kit" for name, _ in files):
             # An operator saves after the pull planned to put git's text in place, before it is written.
             site.jobs.change("hello-world", args=["saved while the pull wrote"])
             saved_during_pull.append("hello-world")
-        return real_write_many(files)
+        return real_write_many(files, expected)
 
     monkeypatch.setattr(target, "write_many", write_many)
     before = commit_count(sample_remote)
@@ -639,10 +631,6 @@ def test_save_landing_while_the_pull_writes_is_not_lost(
     assert site.jobs.get("hello-world")["args"] == ["saved while the pull wrote"]  # type: ignore[index]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pushback.py PushBack._files only checks each carried file alone (rebase.carry -> check_kit); it never "
-    "checks job names across the tree (defset.check_set), so a jobs/save that creates <name>.kit for a name "
-    "another git file already defines is pushed to main, and every agent's pull then refuses the branch"))
 def test_save_duplicating_a_job_name_of_another_file_is_not_pushed(site: Site, sample_remote: RemoteRepo) -> None:
     before = commit_count(sample_remote)
 
