@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
+
+from gitsync.http_thread import ServerThread
 
 STATUS_STATES = ("error", "failure", "pending", "success")
 
@@ -249,17 +248,11 @@ def _now() -> str:
 
 
 class RunningStandin:
-    """Serve an ASGI app with uvicorn in a daemon thread on 127.0.0.1, on a free port.
-
-    ``start()`` (or ``with``) returns only once the server answers HTTP, polling rather than
-    sleeping a fixed time, so the first request of a test never races the bind.
-    """
+    """Serve the stand-in on 127.0.0.1, on a free port (a thin face over the project's ServerThread)."""
 
     def __init__(self, app: ASGIApp, *, start_timeout: float = 10.0) -> None:
-        self._app = app
+        self._server = ServerThread(app, "127.0.0.1", 0, name="forge-standin")
         self._start_timeout = start_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self._url: str | None = None
 
     @property
@@ -282,43 +275,9 @@ class RunningStandin:
         self.stop()
 
     def start(self) -> None:
-        config = uvicorn.Config(
-            self._app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
-        self._server = server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, name="forge-standin", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + self._start_timeout
-        while not server.started:
-            self._check_alive(deadline)
-            time.sleep(0.005)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        self._url = f"http://127.0.0.1:{port}"
-        with httpx.Client(timeout=1.0) as client:
-            while True:
-                try:
-                    client.get(f"{self._url}/")  # any answer, even 404, means it serves
-                    return
-                except httpx.TransportError:
-                    self._check_alive(deadline)
-                    time.sleep(0.005)
+        self._server.start(self._start_timeout)
+        self._url = f"http://127.0.0.1:{self._server.port}"
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+        self._server.stop(timeout=10)
         self._url = None
-
-    def _check_alive(self, deadline: float) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            raise RuntimeError("the stand-in server thread exited during start-up")
-        if time.monotonic() > deadline:
-            self.stop()
-            raise RuntimeError(f"the stand-in did not answer within {self._start_timeout}s")
