@@ -6,8 +6,7 @@ import os
 import re
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gitsync.cli import main
+from gitsync.testing.waiting import wait_until
 
 #: `path:line:col: severity: message — fix`, the one shape every finding is printed in.
 PROBLEM_LINE = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): (?P<severity>error|warning): "
@@ -53,16 +53,7 @@ def isolate(monkeypatch: pytest.MonkeyPatch, cwd: Path) -> None:
         monkeypatch.delenv(name)
 
 
-def poll_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition") -> object:
-    """Wait for `condition()` to be truthy; fail the test after `timeout` seconds. Never a fixed sleep."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+poll_until = wait_until
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,32 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from gitsync.agent import Agent, build_agent
 from gitsync.config import load_settings
 from gitsync.jobs_service.config import JobsServiceConfig
 from gitsync.jobs_service.server import RunningJobsService
 from gitsync.secrets import Secret
+from gitsync.testing import waiting
 from gitsync.testing.repos import RemoteRepo, git
 
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
 #: Seconds a scenario waits for something that normally takes well under one.
 TIMEOUT = 20.0
-AGENT_ENV = {"GITSYNC_SERVER_LISTEN": "127.0.0.1:0", "GITSYNC_PUSH_DEBOUNCE": "0.2"}
-FORGE_TOKEN_ENV = "GITSYNC_TEST_FORGE_TOKEN"
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
-    """The first truthy value of `condition()`; fails the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+    return waiting.wait_until(condition, timeout, what)
+AGENT_ENV = {"GITSYNC_SERVER_LISTEN": "127.0.0.1:0", "GITSYNC_PUSH_DEBOUNCE": "0.2"}
+FORGE_TOKEN_ENV = "GITSYNC_TEST_FORGE_TOKEN"
 
 
 class JobsService:

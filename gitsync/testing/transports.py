@@ -261,7 +261,37 @@ class _Shared:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class GitHttpServer:
+class _ThreadedHTTP:
+    """A stdlib ThreadingHTTPServer on 127.0.0.1 and a free port, served from a daemon thread."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], name: str) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class GitHttpServer(_ThreadedHTTP):
     """`git http-backend` behind HTTP Basic auth on 127.0.0.1, serving the bare repos under `root`.
 
     `accounts` maps user names to passwords (tokens); any other request gets 401 with
@@ -273,10 +303,8 @@ class GitHttpServer:
 
     def __init__(self, root: Path, accounts: Mapping[str, str], *, watch_argv: Iterable[str] = ()) -> None:
         self.root = root
+        super().__init__()
         self._shared = _Shared(root, dict(accounts), tuple(w for w in watch_argv if w))
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
     def url(self, repo: Path | str) -> str:
         rel = Path(repo).resolve().relative_to(self.root.resolve()) if Path(repo).is_absolute() else Path(repo)
@@ -321,31 +349,13 @@ class GitHttpServer:
         class Handler(_CgiHandler):
             state = shared
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="git-http-backend", daemon=True)
-        self._thread.start()
+        self._serve(Handler, "git-http-backend")
         if not wait_for_port(self.port, 10.0):
             raise TransportUnavailable("the git smart-HTTP test server did not start")
         return self
 
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
-
     def __enter__(self) -> GitHttpServer:
         return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 class _CgiHandler(BaseHTTPRequestHandler):
@@ -522,7 +532,7 @@ class _CgiHandler(BaseHTTPRequestHandler):
         return status, reason or "OK", headers
 
 
-class RedirectServer:
+class RedirectServer(_ThreadedHTTP):
     """Answers every request with a redirect to the same path on `target` (``http://host:port``).
 
     Stands for a repository host that moved, or a hostile one: tests check that credentials
@@ -532,10 +542,8 @@ class RedirectServer:
     def __init__(self, target: str, status: int = 302) -> None:
         self.target = target.rstrip("/")
         self.status = status
+        super().__init__()
         self.authorization: list[str] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
@@ -558,29 +566,12 @@ class RedirectServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="redirect", daemon=True)
-        self._thread.start()
+        self._serve(Handler, "redirect")
         return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
 
     def __enter__(self) -> RedirectServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 # -- a terminal to prompt on ------------------------------------------------------------------------

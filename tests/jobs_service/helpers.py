@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,22 +10,12 @@ from typing import Any
 import httpx
 
 from gitsync.jobs_service.server import RunningJobsService
+from gitsync.testing.waiting import wait_until
 
 API_KEY = "test-key-5f3a9c"
 
 
-def poll_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Return the first truthy value of ``condition()``, checking often until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+poll_until = wait_until
 
 
 def free_port() -> int:
