@@ -10,6 +10,7 @@ mistaken for a deletion or committed.
 from __future__ import annotations
 
 import logging
+import time
 
 import toml
 
@@ -63,6 +64,7 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             log.info("%d .kit file(s) already in %s are not gitsync's; they are never pushed or touched: %s",
                      len(baseline), target.directory, ", ".join(sorted(baseline)[:10]))
     captured: list[str] = []
+    unreadable: list[str] = []
     vanished = [t for t in owned if t not in seen and t not in pending]
     if len(vanished) > 1 and len(vanished) > max_delete_share * len(owned):
         log.error("%d of %d managed files vanished from %s at once; not pushing that as deletions (an unmounted "
@@ -83,12 +85,24 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             continue
         content = target.read(name) if current else None
         if content is not None and not settled(content):
-            log.debug("%s is being written; looking again later", name)
+            log.debug("%s is being written or cannot be parsed; looking again later", name)
+            unreadable.append(name)
             continue
         outbox.put(name, repo_path=mine.repo_path if mine else None, base_blob=mine.base if mine else None,
                    local_blob=blob_id(content) if content is not None else None, content=content,
                    origin=origin_of(content))
         captured.append(name)
+    _remember_unreadable(state, unreadable)
     if captured:
         log.info("captured local change(s) to %s", ", ".join(captured))
     return captured
+
+
+def _remember_unreadable(state: State, names: list[str]) -> None:
+    """Files that did not parse at this look. Most are a save in progress and gone by the next cycle; one
+    that stays (Farm's own toml.dump can write "C:\\x..." it cannot read back) shows in `gitsync status`."""
+    before: dict[str, float] = state.get("unreadable_local", {})
+    now = time.time()
+    after = {name: before.get(name, now) for name in names}
+    if after != before:
+        state.set(unreadable_local=after)

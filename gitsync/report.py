@@ -47,6 +47,7 @@ def extra_status(state: State) -> dict[str, Any]:
     found["push_last_error"] = state.get("push_last_error", "")
     found["open_pull_request"] = (state.get("open_pr") or {}).get("url")
     found["conflicts"] = state.get("conflicts", [])[-10:]
+    found["unreadable_local_files"] = sorted(state.get("unreadable_local", {}))
     return found
 
 
@@ -82,6 +83,8 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"push error   {report['push_last_error']}")
     if report["open_pull_request"]:
         lines.append(f"pull request {report['open_pull_request']}")
+    for name in report["unreadable_local_files"]:
+        lines.append(f"unreadable   {name} in the target does not parse; not pushed until it does")
     for conflict in report["conflicts"]:
         lines.append(f"conflict     {', '.join(conflict['jobs'])}: local version on branch {conflict['branch']}")
     for problem in report["problems"]:

@@ -596,6 +596,23 @@ def test_invalid_hand_edit_is_blocked_until_fixed(site: Site, sample_remote: Rem
     assert site.jobs.get("hello-world")["command"] == "/usr/bin/echo"  # type: ignore[index]
 
 
+def test_a_local_file_that_does_not_parse_is_shown_in_status_and_pushed_once_it_does(
+        site: Site, sample_remote: RemoteRepo) -> None:
+    before = commit_count(sample_remote)
+    path = site.file("hello-world.kit")
+    # What toml.dump writes for a Windows path in a basic string: neither Farm nor gitsync can read it back.
+    path.write_text(HELLO.replace('"/bin/echo"', '"C:\\xampp\\echo.exe"'), encoding="utf-8")
+
+    site.cycle()
+
+    assert site.status()["unreadable_local_files"] == ["hello-world.kit"]
+    assert commit_count(sample_remote) == before
+    path.write_text(HELLO.replace('"/bin/echo"', "'C:\\xampp\\echo.exe'"), encoding="utf-8")
+    wait_for_commit(sample_remote, before)
+    site.cycle()
+    assert site.status()["unreadable_local_files"] == []
+
+
 # -- beyond the list: a save that lands while the pull is writing ------------------------------
 
 
