@@ -79,6 +79,7 @@ class Demo:
         self.port = port
         self.http = stack.enter_context(httpx.Client(timeout=10))
         self.api_key = "demo-" + secrets.token_hex(8)
+        self.webhook_secret = secrets.token_hex(16)
 
     def play(self) -> None:
         from gitsync.testing.repos import RemoteRepo
@@ -98,7 +99,7 @@ class Demo:
         say("\n4. git -> jobs service: a developer commits a new definition and pushes it")
         remote.commit({"jobs/demo-echo.kit": _DEMO_JOB}, "Add the demo-echo job")
         started = time.monotonic()
-        self.http.post(f"http://127.0.0.1:{agent.server_port}/webhook")  # as the forge would, on push
+        self._webhook(agent.server_port)  # as the forge would, on push
         self._wait(lambda: "demo-echo" in self._load(jobs), "demo-echo in /load")
         say(f"   demo-echo is in /load {time.monotonic() - started:.1f} s after the push (webhook-triggered sync)")
 
@@ -139,14 +140,27 @@ class Demo:
             f"over {config.save_location}")
         return service.url
 
+    def _webhook(self, port: int) -> None:
+        """POST a push event signed like GitHub's (X-Hub-Signature-256)."""
+        import hashlib
+        import hmac
+
+        body = b'{"ref": "refs/heads/main"}'
+        signature = "sha256=" + hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        self.http.post(f"http://127.0.0.1:{port}/webhook", content=body,
+                       headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"})
+
     def _start_agent(self, remote: Any) -> Any:
         from gitsync.agent import build_agent
         from gitsync.config import load_settings
 
+        secret_file = self.workspace / "webhook-secret"
+        secret_file.write_text(self.webhook_secret, encoding="utf-8")
+        secret_file.chmod(0o600)
         settings = load_settings(None, {
             "repo.url": remote.url, "repo.path": "jobs", "target.directory": str(self.workspace / "job-definitions"),
             "state.dir": str(self.workspace / "state"), "sync.interval": 10.0,
-        }, environ={"GITSYNC_SERVER_LISTEN": "127.0.0.1:0"})
+        }, environ={"GITSYNC_SERVER_LISTEN": "127.0.0.1:0", "GITSYNC_SERVER_WEBHOOK_SECRET_FILE": str(secret_file)})
         agent = build_agent(settings)
         agent.start()
         self.stack.callback(agent.stop)
