@@ -238,6 +238,10 @@ def isolate_environment(home: Path, pycache: Path) -> None:
     """
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(pycache)
+    # Measure this checkout's gitsync even if the editable install is pointed somewhere else meanwhile.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    if sys.path[:1] != [str(REPO_ROOT)]:
+        sys.path.insert(0, str(REPO_ROOT))
     for key in [k for k in os.environ if k.startswith(("GIT_", "GITSYNC_"))]:
         del os.environ[key]
     home.mkdir(parents=True, exist_ok=True)
@@ -856,7 +860,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(root, args.files, max(1, args.repeat), args.idle, args.seed)
     started, load_at_start = time.monotonic(), os.getloadavg()[0]
     try:
-        log(f"temp dir {root}; gitsync = {' '.join(bench.gitsync)}; {os.cpu_count()} CPUs")
+        source = run([sys.executable, "-c", "import gitsync; print(gitsync.__file__)"]).strip()
+        log(f"temp dir {root}; gitsync = {' '.join(bench.gitsync)} ({source}); {os.cpu_count()} CPUs")
+        if not source.startswith(str(REPO_ROOT)):
+            raise BenchError(f"subprocesses import gitsync from {source}, not from {REPO_ROOT}")
         bench.build_repo()
         bench.self_check(full=args.validate)
         bench.startup()
