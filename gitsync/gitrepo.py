@@ -247,10 +247,13 @@ class GitMirror:
         from io import BytesIO
 
         from gitdb.base import IStream
+        from gitdb.db import LooseObjectDB
 
+        # gitdb writes the loose object in-process; GitPython's own odb.store spawns `git hash-object` per blob.
         with self._git("hash-object"):
-            stream = self._repo.odb.store(IStream(b"blob", len(data), BytesIO(data)))
-            return str(stream.hexsha.decode() if isinstance(stream.hexsha, bytes) else stream.hexsha)
+            stored = LooseObjectDB(str(self.path / "objects")).store(IStream(b"blob", len(data), BytesIO(data)))
+            hexsha = stored.hexsha
+            return hexsha.decode() if isinstance(hexsha, bytes) else str(hexsha)
 
     def read_file(self, commit: str, path: str) -> bytes | None:
         entry = self.list_tree(commit, path).get(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,8 +141,10 @@ class _Locator:
                 return number
         return start
 
-    def problem(self, line: int, severity: str, message: str, fix: str) -> Problem:
-        return Problem(self.path, line, 1, "error" if severity == "error" else "warning", message, fix)
+    def problem(self, line: int | Callable[[], int], severity: str, message: str, fix: str) -> Problem:
+        """`line` may be a function: finding a line costs regex work, so it is done only for real problems."""
+        number = line() if callable(line) else line
+        return Problem(self.path, number, 1, "error" if severity == "error" else "warning", message, fix)
 
 
 def _check_document(doc: dict[str, Any], at: _Locator, *, strict: bool) -> KitReport:
@@ -178,7 +181,9 @@ def _check_folders(doc: dict[str, Any], at: _Locator) -> list[Problem]:
 
 
 def _check_definition(key: str, definition: Any, at: _Locator, *, strict: bool) -> list[Problem]:
-    head = at.table(key)
+    def head() -> int:
+        return at.table(key)
+
     if not isinstance(definition, dict):
         return [at.problem(head, "error", f"job.{key} is not a table", f"write it as [job.{key}]")]
     problems: list[Problem] = []
@@ -194,14 +199,16 @@ def _check_definition(key: str, definition: Any, at: _Locator, *, strict: bool) 
     name = definition.get("name")
     if isinstance(name, str) and name != key:
         problems.append(at.problem(
-            at.field(key, "name"), "error" if strict else "warning",
+            lambda: at.field(key, "name"), "error" if strict else "warning",
             f"job.{key} has name = {name!r}: the directory store registers it as {key!r}, jobs/save as {name!r}",
             "make the table key and the name field the same"))
     return problems
 
 
 def _check_field(key: str, field: str, value: Any, at: _Locator) -> list[Problem]:
-    line = at.field(key, field)
+    def line() -> int:
+        return at.field(key, field)
+
     spec = farm.FIELD_TYPES.get(field)
     if spec is None:
         return [at.problem(line, "warning", f"job.{key}.{field} is not a field Farm knows; it is ignored",

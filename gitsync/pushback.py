@@ -18,7 +18,7 @@ from typing import Any
 from gitsync import defset
 from gitsync.config import Settings
 from gitsync.errors import ForgeError, GitError
-from gitsync.gitrepo import GitMirror, Identity, PushRejected
+from gitsync.gitrepo import GitMirror, Identity, PushRejected, TreeEntry
 from gitsync.kit import check_kit
 from gitsync.outbox import Entry, Outbox
 from gitsync.rebase import Carried, carry, jobs_of
@@ -175,22 +175,26 @@ class PushBack:
 
     # -- building blocks -----------------------------------------------------------------------------
     def _carry_all(self, entries: list[Entry], head: str) -> list[Step]:
-        by_target = {defset.target_name(p): p for p in self.mirror.list_tree(head, self.settings.repo_path)
-                     if defset.is_definition_path(p)}
+        listing = self.mirror.list_tree(head, self.settings.repo_path)  # once per flush, not once per entry
+        synced, new_dir = self.settings.repo_path.strip("/"), self.settings.push_new_file_dir.strip("/")
+        if synced and new_dir and new_dir != synced and not new_dir.startswith(synced + "/"):
+            listing.update(self.mirror.list_tree(head, new_dir))  # new files go outside the synced folder
+        by_target = {defset.target_name(p): p for p in listing if defset.is_definition_path(p)}
         steps = []
         for entry in entries:
             repo_path = entry.repo_path or by_target.get(entry.target) or self._new_path(entry.target)
-            head_text = self.mirror.read_file(head, repo_path)
+            item = listing.get(repo_path)
+            head_text = self.mirror.read_blob(item.blob) if item else None
             base = self.mirror.read_blob(entry.base_blob) if entry.base_blob else None
             steps.append(Step(entry, repo_path, base, head_text, carry(entry.content, base, head_text, repo_path)))
-        return self._check_against_head(steps, head)
+        return self._check_against_head(steps, listing)
 
-    def _check_against_head(self, steps: list[Step], head: str) -> list[Step]:
+    def _check_against_head(self, steps: list[Step], listing: dict[str, TreeEntry]) -> list[Step]:
         """Block changes that would break the branch as a whole (a job name another file already defines):
         every agent's next pull would refuse that commit."""
         cached = self.state.tree()
         files: dict[str, defset.Checked] = {}
-        for path, item in self.mirror.list_tree(head, self.settings.repo_path).items():
+        for path, item in listing.items():
             if defset.is_definition_path(path):
                 record = cached.get(path)
                 names = record.names if record and record.blob == item.blob else \

@@ -88,7 +88,15 @@ class DirectoryWatcher:
         self._observer: Any = None
 
     def start(self) -> None:
-        from watchdog.events import FileSystemEvent, FileSystemEventHandler
+        from watchdog.events import (
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileDeletedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+            FileSystemEvent,
+            FileSystemEventHandler,
+        )
         from watchdog.observers import Observer
         from watchdog.observers.polling import PollingObserver
 
@@ -102,11 +110,14 @@ class DirectoryWatcher:
                 if any(relevant(p) for p in paths if p):
                     watcher.on_change()
 
+        # Only writes matter. Without a filter every read of the directory (a Farm rescan reads every file
+        # every 10 s) is two inotify events, enough to overflow the kernel's queue and lose real ones.
+        wanted = [FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent]
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.polling:
             try:
                 self._observer = Observer()
-                self._observer.schedule(Handler(), str(self.directory), recursive=False)
+                self._observer.schedule(Handler(), str(self.directory), recursive=False, event_filter=wanted)
                 self._observer.start()
                 return
             except OSError as exc:
@@ -115,7 +126,7 @@ class DirectoryWatcher:
                             self.directory, exc.strerror or exc)
                 self.polling = True
         self._observer = PollingObserver(timeout=2)
-        self._observer.schedule(Handler(), str(self.directory), recursive=False)
+        self._observer.schedule(Handler(), str(self.directory), recursive=False, event_filter=wanted)
         self._observer.start()
 
     def stop(self) -> None:
