@@ -14,10 +14,14 @@ next to a baseline measured in the same run on the same repo):
   (c) idle RSS of `gitsync run` holding N definitions, started on a synced target and from
       scratch, read from /proc/<pid>/status once its first sync is done.
 
+Wall times decide PASS/FAIL; CPU times (user+sys, children included) are shown too, as other
+load on a shared machine disturbs them much less.
+
 It is a report: PASS/FAIL is printed per target, but the exit status is non-zero only when
-the benchmark itself could not run (a sync failed, a file came out wrong). A missed target
-is profiled (cProfile, top 15 cumulative; tracemalloc for memory); --profile profiles every
-phase, --no-profile none.
+the benchmark itself could not run (a sync failed, a file came out wrong). A missed target is
+profiled afterwards (cProfile top 15 cumulative, `-X importtime` for start-up; for memory:
+import-only RSS, RSS after malloc_trim, tracemalloc by file); --profile profiles every phase,
+--no-profile none.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MIB = 1024 * 1024
 TARGET_INITIAL = 2.0
 TARGET_INCREMENTAL = 1.5
 TARGET_RSS_MIB = 80.0
@@ -573,16 +576,20 @@ class Bench:
         from gitsync.kit import check_kit
 
         sample = [(rel, (self.work / rel).read_bytes()) for rel in self.paths[:500]]
+        started = time.process_time()
+        for rel, data in sample:
+            check_kit(data, rel)
+        per_file = (time.process_time() - started) / len(sample)
         profiler = cProfile.Profile()
-        started = time.perf_counter()
         profiler.enable()
         for rel, data in sample:
             check_kit(data, rel)
         profiler.disable()
-        per_file = (time.perf_counter() - started) / len(sample)
-        self.profiles.append((f"(a) check_kit on {len(sample)} files in one process: {per_file * 1000:.2f} ms per "
-                              f"file under the profiler, i.e. ~{per_file * self.files:.1f} s of CPU for "
-                              f"{self.files} files", top_cumulative(pstats.Stats(profiler))))
+        workers = min(os.cpu_count() or 1, 8)
+        self.profiles.append((f"(a) check_kit, one process, {len(sample)} files: {per_file * 1000:.2f} ms CPU per file "
+                              f"without the profiler, so ~{per_file * self.files:.0f} s of CPU for {self.files} files "
+                              f"(~{per_file * self.files / workers:.0f} s on {workers} workers); profiled:",
+                              top_cumulative(pstats.Stats(profiler))))
         shutil.rmtree(target.parent)
 
     # -- (b) incremental sync -----------------------------------------------------------------------
@@ -806,6 +813,12 @@ class Bench:
                              note="start-up + CLI imports, the floor of any subprocess figure"))
 
 
+def source_version() -> tuple[str, str]:
+    """HEAD of this checkout and the uncommitted diff of gitsync/ (to notice edits during a run)."""
+    commit = run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"]).strip()
+    return commit, run(["git", "-C", REPO_ROOT, "diff", "HEAD", "--", "gitsync"])
+
+
 def fmt(value: float, unit: str) -> str:
     if unit == "MiB":
         return f"{value:.1f} MiB"
@@ -858,7 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     isolate_environment(root / "home", root / "pycache")
     os.chdir(root)  # no ./gitsync.toml can leak in
     bench = Bench(root, args.files, max(1, args.repeat), args.idle, args.seed)
-    started, load_at_start = time.monotonic(), os.getloadavg()[0]
+    started, load_at_start, version_at_start = time.monotonic(), os.getloadavg()[0], source_version()
     try:
         source = run([sys.executable, "-c", "import gitsync; print(gitsync.__file__)"]).strip()
         log(f"temp dir {root}; gitsync = {' '.join(bench.gitsync)} ({source}); {os.cpu_count()} CPUs")
@@ -899,14 +912,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     print()
-    commit = run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"]).strip()
-    dirty = run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--", "gitsync"]).strip()
+    commit, dirty = source_version()
     print(f"gitsync {commit}{' + uncommitted changes' if dirty else ''}: pull benchmark, {args.files} files, "
           f"median of {bench.repeat} run(s), {os.cpu_count()} CPUs, "
           f"git {run(['git', '--version']).split()[-1]}, Python {sys.version.split()[0]} "
           f"({time.monotonic() - started:.0f} s in all)")
     print(f"load average {load_at_start:.1f} at start, {os.getloadavg()[0]:.1f} at end: other work on the machine "
           f"inflates wall times, the cpu columns (user+sys incl. children) much less")
+    if (commit, dirty) != version_at_start:
+        print("WARNING: gitsync's source changed while the benchmark ran; figures may mix versions")
     print(render(bench.rows))
     missed = [r for r in bench.rows if r.passed is False]
     print()
