@@ -168,15 +168,15 @@ class State:
         return {target: Owned(path, blob, tuple(json.loads(names)), stat, git_blob)
                 for target, path, blob, names, stat, git_blob in rows}
 
-    def record_apply(self, *, tree: Mapping[str, TreeRecord] | None, owned: Mapping[str, Owned | None],
+    def record_apply(self, *, tree: Mapping[str, TreeRecord | None] | None, owned: Mapping[str, Owned | None],
                      meta: Mapping[str, Any]) -> None:
-        """Commit one apply: replace the tree (if given), change the manifest rows, set meta keys."""
+        """Commit one apply: change the tree rows given (None removes one), the manifest rows, and meta keys."""
         with self.transaction() as db:
-            if tree is not None:
-                db.execute("DELETE FROM tree")
-                db.executemany("INSERT INTO tree VALUES (?, ?, ?, ?)", (
+            if tree:
+                db.executemany("DELETE FROM tree WHERE repo_path = ?", ((p,) for p, r in tree.items() if r is None))
+                db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?)", (
                     (path, rec.blob, json.dumps(rec.names), json.dumps([p.__dict__ for p in rec.problems]))
-                    for path, rec in tree.items()))
+                    for path, rec in tree.items() if rec is not None))
             db.executemany("DELETE FROM manifest WHERE target = ?", ((t,) for t, o in owned.items() if o is None))
             db.executemany("INSERT OR REPLACE INTO manifest VALUES (?, ?, ?, ?, ?, ?)", (
                 (t, o.repo_path, o.blob, json.dumps(o.names), o.stat, o.base)

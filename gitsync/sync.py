@@ -47,6 +47,7 @@ class Prepared:
     plan: Plan
     refusal: str | None
     seen: dict[str, Seen]
+    touched: frozenset[str]  # tree rows that differ from the stored tree (changed in git or checked again)
 
 
 @dataclass
@@ -134,8 +135,9 @@ class Syncer:
         if self.state.get("validated_with", self._validation_key()) != self._validation_key():
             parsing = {path for path, _ in to_parse}  # the rules changed (--strict, size): check every file again
             to_parse += [(path, rec.blob) for path, rec in tree.items() if path not in parsing and rec.names]
+        blobs = dict(to_parse)
         for path, report in self._check_blobs(to_parse).items():
-            tree[path] = TreeRecord(dict(to_parse)[path], report.names, tuple(p.at(path) for p in report.problems))
+            tree[path] = TreeRecord(blobs[path], report.names, tuple(p.at(path) for p in report.problems))
         owned = self.state.manifest()
         problems = defset.check_set((defset.Checked(p, r.names, r.problems) for p, r in tree.items()),
                                     changed=_not_in_place(tree, owned))
@@ -148,7 +150,8 @@ class Syncer:
                          force=force)
         refusal = mass_delete_refusal(plan, len(owned), s.sync_max_delete_share, allow_mass_delete)
         flat = tuple(sorted(p for found in problems.values() for p in found))
-        return Prepared(head, applied, tuple(changes), tree, flat, invalid, plan, refusal, seen)
+        touched = frozenset(path for path, _ in to_parse) | {c.path for c in changes}
+        return Prepared(head, applied, tuple(changes), tree, flat, invalid, plan, refusal, seen, touched)
 
     def _validation_key(self) -> str:
         return f"strict={self.settings.sync_strict} max_file_size={self.settings.sync_max_file_size}"
@@ -258,8 +261,8 @@ class Syncer:
         self.state.set(pending_commit=p.head, pending_writes={
             a.target: [a.repo_path, a.blob, list(p.tree[a.repo_path].names)] for a in writes})
         planned = {t: seen.stat for t, seen in p.seen.items()}
-        stats = self.target.write_many(((a.target, self.mirror.read_blob(str(a.blob))) for a in writes), planned) \
-            if writes else {}
+        stats = self.target.write_many(((a.target, self.mirror.read_blob(str(a.blob))) for a in writes), planned,
+                                       batch=len(writes) > 64) if writes else {}
         for a in writes:
             if a.target in stats:
                 owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, stats[a.target])
@@ -271,7 +274,7 @@ class Syncer:
         changed_meanwhile = [a.target for a in [*writes, *deletes] if a.target not in stats and a.target not in deleted]
         if changed_meanwhile:
             log.warning("%s changed while syncing; left as they are for the next cycle", ", ".join(changed_meanwhile))
-        self.state.record_apply(tree=p.tree, owned=owned, meta={
+        self.state.record_apply(tree={path: p.tree.get(path) for path in p.touched}, owned=owned, meta={
             "applied_commit": p.head, "pending_commit": None, "pending_writes": None,
             "applied_path": self.settings.repo_path, "validated_with": self._validation_key()})
         self.mirror.update_ref(APPLIED_REF, p.head)

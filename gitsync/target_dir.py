@@ -18,8 +18,6 @@ from gitsync.defset import KIT_SUFFIX
 TEMP_PREFIX = ".gitsync-tmp-"
 #: Temp names must not end in `.kit`, or a job store scanning with endswith(".kit") would load them.
 TEMP_SUFFIX = ".tmp"
-#: Past this many files one `sync()` is far cheaper than an fsync per file.
-_BATCH_SYNC_THRESHOLD = 64
 
 
 def blob_id(data: bytes) -> str:
@@ -85,16 +83,16 @@ class DirectoryTarget:
         except FileNotFoundError:
             return None
 
-    def write_many(self, files: Iterable[tuple[str, bytes]], expected: Mapping[str, str | None]) -> dict[str, str]:
-        """Write each file atomically, unless it changed since it was planned (`expected`: its stat key then,
+    def write_many(self, files: Iterable[tuple[str, bytes]], expected: Mapping[str, str | None], *,
+                   batch: bool = False) -> dict[str, str]:
+        """Write each file atomically (`batch`: one `sync()` for all instead of an fsync each, far cheaper for
+        many files), unless it changed since it was planned (`expected`: its stat key then,
         None for absent): a save landing mid-sync must not be overwritten. Returns the stat key of every file
         written; skipped files are left for the next cycle."""
         self.ensure()
         pending: list[tuple[Path, Path]] = []
         written: dict[str, str] = {}
-        files = list(files)
-        batch = len(files) > _BATCH_SYNC_THRESHOLD
-        try:
+        try:  # `files` is consumed lazily, so a 10,000-file apply never holds every file in memory at once
             for name, data in files:
                 temp = self.directory / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
                 with open(temp, "wb") as handle:

@@ -579,9 +579,9 @@ def test_a_crash_during_apply_is_completed_by_the_next_sync(synced: Farm, monkey
         "jobs/render/render-k8s.kit": None, "jobs/windows/win-kit-batch.kit": None})
     real_write, real_delete = DirectoryTarget.write_many, DirectoryTarget.delete
 
-    def write_some(self: DirectoryTarget, files: Any, expected: Any) -> dict[str, str]:
+    def write_some(self: DirectoryTarget, files: Any, expected: Any, **options: Any) -> dict[str, str]:
         files = list(files)
-        real_write(self, files[:2], expected)  # two files replaced, then the power goes
+        real_write(self, files[:2], expected, **options)  # two files replaced, then the power goes
         (self.directory / f"{TEMP_PREFIX}{files[2][0]}{TEMP_SUFFIX}").write_bytes(files[2][1][:10])
         raise PowerCut
 
@@ -615,8 +615,8 @@ def test_a_crash_then_a_revert_before_the_restart_leaves_only_the_new_heads_defi
     synced.remote.commit({"jobs/hello-world.kit": kit("hello-world", args=("v2",)), "jobs/new-one.kit": kit("new-one")})
     real_write = DirectoryTarget.write_many
 
-    def write_then_die(self: DirectoryTarget, files: Any, expected: Any) -> dict[str, str]:
-        real_write(self, files, expected)
+    def write_then_die(self: DirectoryTarget, files: Any, expected: Any, **options: Any) -> dict[str, str]:
+        real_write(self, files, expected, **options)
         raise PowerCut
 
     with monkeypatch.context() as patched, pytest.raises(PowerCut):

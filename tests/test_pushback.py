@@ -622,13 +622,13 @@ def test_save_landing_while_the_pull_writes_is_not_lost(
     real_write_many = target.write_many
     saved_during_pull: list[str] = []
 
-    def write_many(files: Iterable[tuple[str, bytes]], expected: Any) -> dict[str, str]:
+    def write_many(files: Iterable[tuple[str, bytes]], expected: Any, **options: Any) -> dict[str, str]:
         files = list(files)
         if not saved_during_pull and any(name == "hello-world.kit" for name, _ in files):
             # An operator saves after the pull planned to put git's text in place, before it is written.
             site.jobs.change("hello-world", args=["saved while the pull wrote"])
             saved_during_pull.append("hello-world")
-        return real_write_many(files, expected)
+        return real_write_many(files, expected, **options)
 
     monkeypatch.setattr(target, "write_many", write_many)
     before = commit_count(sample_remote)

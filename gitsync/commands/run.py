@@ -7,7 +7,6 @@ import signal
 import threading
 from types import FrameType
 
-from gitsync.agent import build_agent
 from gitsync.cli import settings_from
 
 
@@ -22,6 +21,8 @@ def run(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         settings = replace(settings, server_listen=args.listen)
+    from gitsync.agent import build_agent  # scheduler, watcher, HTTP server: only this command needs them
+
     agent = build_agent(settings)
     stopping = threading.Event()
 

@@ -10,14 +10,5 @@ cope with in production. It runs no jobs and has no agents.
 
 from __future__ import annotations
 
-from gitsync.jobs_service.app import create_app
-from gitsync.jobs_service.config import JobsServiceConfig, load_config
-from gitsync.jobs_service.server import JobsServiceStartError, RunningJobsService
-
-__all__ = [
-    "JobsServiceConfig",
-    "JobsServiceStartError",
-    "RunningJobsService",
-    "create_app",
-    "load_config",
-]
+# Nothing is imported here on purpose: `gitsync sync --once` must not pay for starlette and uvicorn
+# just because the CLI lists this subcommand. Import from the submodules (server, config, app).

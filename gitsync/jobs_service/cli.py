@@ -15,9 +15,6 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from gitsync.jobs_service.config import load_config
-from gitsync.jobs_service.server import RunningJobsService
-
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
 
     Call it from the main thread: only the main thread can install signal handlers.
     """
+    from gitsync.jobs_service.config import load_config
+    from gitsync.jobs_service.server import RunningJobsService
+
     config = load_config(args.config)
     if args.save_location is not None and config.uses_redis:
         log.warning("--save-location is ignored: the configured store is Redis")
