@@ -159,7 +159,8 @@ class State:
     def tree(self) -> dict[str, TreeRecord]:
         with self._lock:
             rows = self._db.execute("SELECT repo_path, blob, names, problems FROM tree").fetchall()
-        return {path: TreeRecord(blob, tuple(json.loads(names)), tuple(from_dict(p) for p in json.loads(probs)))
+        return {path: TreeRecord(blob, tuple(json.loads(names)),
+                                 tuple(from_dict(p) for p in json.loads(probs)) if probs != "[]" else ())
                 for path, blob, names, probs in rows}
 
     def manifest(self) -> dict[str, Owned]:
@@ -167,6 +168,10 @@ class State:
             rows = self._db.execute("SELECT target, repo_path, blob, names, stat, git_blob FROM manifest").fetchall()
         return {target: Owned(path, blob, tuple(json.loads(names)), stat, git_blob)
                 for target, path, blob, names, stat, git_blob in rows}
+
+    def owned_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM manifest").fetchone()[0])
 
     def record_apply(self, *, tree: Mapping[str, TreeRecord | None] | None, owned: Mapping[str, Owned | None],
                      meta: Mapping[str, Any]) -> None:
