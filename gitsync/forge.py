@@ -2,18 +2,15 @@
 
 In "pull-request" push mode gitsync pushes to a branch and keeps one pull request open for
 it. This module is the only place that knows the three forges' URL layouts, field names and
-quirks. Every call goes through `_Api.call`, which retries 5xx and 429 (httpx's `retries=`
+quirks. Every call goes through `ForgeApi.call`, which retries 5xx and 429 (httpx's `retries=`
 only covers failed connections) and turns any failure into a `ForgeError` whose text names
 the forge, method, path and status, and never the token.
 """
 
 from __future__ import annotations
 
-import email.utils
 import os
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from gitsync.errors import ConfigError, ForgeError
+from gitsync.forge_http import ForgeApi, RetryPolicy, as_items, short_description
 from gitsync.secrets import Secret, redact_text
 
 ForgeKind = Literal["github", "gitlab", "gitea"]
@@ -55,139 +53,10 @@ class Forge(Protocol):
     ) -> None: ...
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded retries with exponential backoff; `sleep` is injectable so tests never wait."""
-
-    attempts: int = 4
-    base_delay: float = 0.5
-    max_delay: float = 10.0  # also caps Retry-After: a sync must not stall for an hour
-    sleep: Callable[[float], None] = time.sleep
-
-    def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        wanted = _parse_retry_after(retry_after)
-        if wanted is None:
-            wanted = self.base_delay * 2 ** (attempt - 1)
-        return max(0.0, min(wanted, self.max_delay))
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Retry-After is either delay-seconds or an HTTP date (RFC 9110 section 10.2.3)."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - time.time()
-
-
-def _retryable(response: httpx.Response) -> bool:
-    # GitHub's secondary rate limit may answer 403 instead of 429, always with Retry-After.
-    status = response.status_code
-    return status >= 500 or status == 429 or (status == 403 and "retry-after" in response.headers)
-
-
-class _Api:
-    """One forge's HTTP session: base URL and auth headers, bounded retries, redacted errors."""
-
-    def __init__(self, forge: str, client: httpx.Client, token: Secret, retry: RetryPolicy) -> None:
-        self.forge = forge
-        self.client = client
-        self._token = token
-        self._retry = retry
-        self._prefix = client.base_url.raw_path.decode("ascii").rstrip("/")
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str | int] | None = None,
-        json: Any = None,
-    ) -> Any:
-        """The decoded JSON answer (None for an empty body), or ForgeError after the retries."""
-        where = f"{self.forge}: {method} {self._prefix}{path}"
-        for attempt in range(1, self._retry.attempts + 1):
-            last = attempt == self._retry.attempts
-            try:
-                response = self.client.request(method, path, params=params, json=json)
-            except httpx.TransportError as exc:
-                if last:
-                    raise self._error(
-                        f"{where} failed after {attempt} attempt(s): {type(exc).__name__}: {exc}"
-                    ) from exc
-                self._retry.sleep(self._retry.delay(attempt))
-                continue
-            if response.is_success:
-                return self._decode(where, response)
-            if last or not _retryable(response):
-                raise self._http_error(where, response, attempt)
-            self._retry.sleep(self._retry.delay(attempt, response.headers.get("retry-after")))
-        raise AssertionError("unreachable: the last attempt returns or raises")
-
-    def _decode(self, where: str, response: httpx.Response) -> Any:
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise self._error(
-                f"{where}: HTTP {response.status_code} with a body that is not JSON",
-                response.status_code,
-            ) from None
-
-    def _http_error(self, where: str, response: httpx.Response, attempts: int) -> ForgeError:
-        status = response.status_code
-        text = f"{where} failed: HTTP {status} {response.reason_phrase}"
-        detail = _detail(response)
-        if detail:
-            text += f": {detail}"
-        if attempts > 1:
-            text += f" (after {attempts} attempts)"
-        if status in (401, 403):
-            text += " - check that the forge token is valid and may write to the repository"
-        return self._error(text, status)
-
-    def _error(self, text: str, status: int | None = None) -> ForgeError:
-        return ForgeError(redact_text(text, self._token), status)
-
-
-def _detail(response: httpx.Response) -> str:
-    """The forge's own explanation: `message` (all three), `error`, GitHub's `errors[]`."""
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text.strip()[:200]
-    if not isinstance(data, dict):
-        return ""
-    parts = [str(data[key]) for key in ("message", "error") if data.get(key)]
-    for err in data.get("errors") or []:
-        if isinstance(err, dict) and err.get("message"):
-            parts.append(str(err["message"]))
-        elif isinstance(err, str):
-            parts.append(err)
-    return "; ".join(parts)[:300]
-
-
-def _items(data: Any) -> list[dict[str, Any]]:
-    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
-
-
-def _short(description: str) -> str:
-    # GitHub rejects status descriptions over 140 characters with 422.
-    return description if len(description) <= 140 else description[:139] + "…"
-
-
 class _HttpForge(ABC):
     """What the three adapters share: the session, and an idempotent `open_pr`."""
 
-    def __init__(self, api: _Api) -> None:
+    def __init__(self, api: ForgeApi) -> None:
         self._api = api
 
     def close(self) -> None:
@@ -228,7 +97,7 @@ class _HttpForge(ABC):
 
 
 class _GitHub(_HttpForge):
-    def __init__(self, api: _Api, repository: str) -> None:
+    def __init__(self, api: ForgeApi, repository: str) -> None:
         super().__init__(api)
         self._owner = repository.split("/")[0]
         self._repo = f"/repos/{repository}"
@@ -255,7 +124,7 @@ class _GitHub(_HttpForge):
     def set_commit_status(
         self, sha: str, state: StatusState, description: str, context: str = "gitsync"
     ) -> None:
-        payload = {"state": state, "description": _short(description), "context": context}
+        payload = {"state": state, "description": short_description(description), "context": context}
         self._api.call("POST", f"{self._repo}/statuses/{sha}", json=payload)
 
     def _merged(self, data: dict[str, Any]) -> bool:
@@ -278,7 +147,7 @@ class _GitHub(_HttpForge):
             raise self._bad_json("pull request", exc) from exc
 
     def _parse_list(self, data: Any) -> list[PullRequest]:
-        return [self._parse(item) for item in _items(data)]
+        return [self._parse(item) for item in as_items(data)]
 
 
 class _Gitea(_GitHub):
@@ -319,7 +188,7 @@ _GITLAB_STATUS: dict[str, str] = {
 
 
 class _GitLab(_HttpForge):
-    def __init__(self, api: _Api, repository: str) -> None:
+    def __init__(self, api: ForgeApi, repository: str) -> None:
         super().__init__(api)
         # The project may be named by its full path; GitLab wants it as one encoded segment.
         self._project = f"/projects/{quote(repository, safe='')}"
@@ -327,7 +196,7 @@ class _GitLab(_HttpForge):
     def find_open_pr(self, head: str, base: str) -> PullRequest | None:
         params = {"state": "opened", "source_branch": head, "target_branch": base}
         found = self._api.call("GET", f"{self._project}/merge_requests", params=params)
-        return _matching([self._parse(item) for item in _items(found)], head, base)
+        return _matching([self._parse(item) for item in as_items(found)], head, base)
 
     def _create_pr(self, head: str, base: str, title: str, body: str) -> PullRequest:
         payload = {
@@ -352,7 +221,7 @@ class _GitLab(_HttpForge):
         payload = {
             "state": _GITLAB_STATUS[state],
             "name": context,
-            "description": _short(description),
+            "description": short_description(description),
         }
         try:
             self._api.call("POST", f"{self._project}/statuses/{sha}", json=payload)
@@ -432,10 +301,10 @@ def make_forge(
         base_url=root,
         headers={**_auth_headers(kind, token), "User-Agent": "gitsync"},
         timeout=timeout,
-        # Connection failures only; `_Api.call` retries 5xx and 429 itself.
+        # Connection failures only; `ForgeApi.call` retries 5xx and 429 itself.
         transport=transport or httpx.HTTPTransport(retries=2),
     )
-    api = _Api(kind, client, token, retry or RetryPolicy())
+    api = ForgeApi(kind, client, token, retry or RetryPolicy())
     repository = "/".join(parts)
     if kind == "github":
         return _GitHub(api, repository)
