@@ -11,18 +11,27 @@ from gitsync.gitrepo import Credentials
 from gitsync.secrets import Secret
 
 
-def read_secret(file: str, env: str, what: str) -> Secret:
-    """A secret from a file (preferred: mounted Kubernetes secrets) or a named environment variable."""
+def read_secret(file: str | None, env: str | None, what: str) -> Secret:
+    """A secret from a file (preferred: a mounted secret stays out of /proc/*/environ) or a named variable.
+
+    A source that is configured but missing or empty is an error, never a silent fallback to no secret;
+    with neither configured the secret is empty.
+    """
     if file:
         try:
-            return Secret(Path(file).expanduser().read_text(encoding="utf-8").strip())
+            value = Path(file).expanduser().read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise ConfigError(f"{what} file {file} does not exist") from None
         except OSError as exc:
-            raise ConfigError(f"cannot read {what} from {file}: {exc.strerror}") from None
-    if env:
-        value = os.environ.get(env)
+            raise ConfigError(f"cannot read {what} file {file}: {exc.strerror}") from None
         if not value:
-            raise ConfigError(f"{what}: environment variable {env} is not set or empty")
-        return Secret(value.strip())
+            raise ConfigError(f"{what} file {file} is empty")
+        return Secret(value)
+    if env:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            raise ConfigError(f"environment variable {env} (the {what}) is not set or empty")
+        return Secret(value)
     return Secret("")
 
 

@@ -9,10 +9,8 @@ the forge, method, path and status, and never the token.
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
@@ -314,28 +312,10 @@ def make_forge(
 
 
 def load_token(token_file: str | None, token_env: str | None) -> Secret:
-    """The forge token: the file's content stripped if a file is configured, else the variable.
+    """The forge token (see `credentials.read_secret`); pull-request mode cannot work without one."""
+    from gitsync.credentials import read_secret
 
-    A file is preferred (a mounted secret stays out of ``/proc/*/environ`` and
-    ``docker inspect``); a configured but missing source is an error, never a silent fallback.
-    """
-    if token_file:
-        try:
-            value = Path(token_file).read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            raise ConfigError(f"forge token file {token_file} does not exist") from None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read forge token file {token_file}: {exc.strerror}"
-            ) from None
-        if not value:
-            raise ConfigError(f"forge token file {token_file} is empty")
-        return Secret(value)
-    if token_env:
-        value = os.environ.get(token_env, "").strip()
-        if not value:
-            raise ConfigError(
-                f"environment variable {token_env} (the forge token) is not set or empty"
-            )
-        return Secret(value)
-    raise ConfigError("pull-request mode needs a forge token: set token_file or token_env")
+    token = read_secret(token_file, token_env, "forge token")
+    if not token:
+        raise ConfigError("pull-request mode needs a forge token: set token_file or token_env")
+    return token
