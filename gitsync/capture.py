@@ -16,7 +16,7 @@ import toml
 
 from gitsync.outbox import Outbox
 from gitsync.state import State
-from gitsync.target_dir import DirectoryTarget, Seen, blob_id
+from gitsync.target_dir import DirectoryTarget, blob_id
 
 log = logging.getLogger("gitsync.capture")
 
@@ -54,8 +54,7 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         return []
     owned = state.manifest()
     pending = {e.target: e for e in outbox.entries()}
-    known = {t: Seen(o.blob, o.stat) for t, o in owned.items()}
-    seen = target.scan(known)
+    seen = target.scan(owned)
     baseline = outbox.baseline()
     if baseline is None:
         baseline = {t: s.blob for t, s in seen.items() if t not in owned and t not in pending}

@@ -142,7 +142,7 @@ class Syncer:
         problems = defset.check_set((defset.Checked(p, r.names, r.problems) for p, r in tree.items()),
                                     changed=_not_in_place(tree, owned))
         invalid = frozenset(defset.error_paths(problems))
-        seen = self.target.scan({t: Seen(o.blob, o.stat) for t, o in owned.items()})
+        seen = self.target.scan(owned)
         desired = {defset.target_name(p): Desired(p, r.blob, r.names) for p, r in tree.items() if p not in invalid}
         hold = {defset.target_name(p): f"{p} is invalid; the last good version stays" for p in invalid}
         hold.update(self._foreign_clashes(desired, owned, seen))
@@ -162,7 +162,7 @@ class Syncer:
         if not interrupted:
             return
         owned = self.state.manifest()
-        seen = self.target.scan({t: Seen(o.blob, o.stat) for t, o in owned.items()})
+        seen = self.target.scan(owned)
         adopted = {target: Owned(path, blob, tuple(names), seen[target].stat, blob)
                    for target, (path, blob, names) in interrupted.items()
                    if target in seen and seen[target].blob == blob}

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gitsync.defset import KIT_SUFFIX
 
@@ -30,6 +31,16 @@ def stat_key(st: os.stat_result) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
+class Recorded(Protocol):
+    """Anything that remembers a file's blob id and stat key (a `Seen`, a manifest entry)."""
+
+    @property
+    def blob(self) -> str: ...
+
+    @property
+    def stat(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Seen:
     blob: str
@@ -43,8 +54,9 @@ class DirectoryTarget:
     def ensure(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def scan(self, known: Mapping[str, Seen]) -> dict[str, Seen]:
-        """Every `.kit` file directly in the directory; files whose stat matches `known` are not re-read."""
+    def scan(self, known: Mapping[str, Recorded]) -> dict[str, Seen]:
+        """Every `.kit` file directly in the directory; files whose stat matches `known` (what gitsync last
+        wrote, e.g. its manifest) are not re-read."""
         found: dict[str, Seen] = {}
         if not self.directory.is_dir():
             return found
@@ -61,7 +73,7 @@ class DirectoryTarget:
                 key = stat_key(st)
                 previous = known.get(entry.name)
                 if previous is not None and previous.stat == key:
-                    found[entry.name] = previous
+                    found[entry.name] = Seen(previous.blob, key)
                     continue
                 data = self.read(entry.name)
                 if data is not None:
