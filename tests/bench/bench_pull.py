@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchenv import isolate_environment as isolate_git_environment
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TARGET_INITIAL = 2.0
 TARGET_INCREMENTAL = 1.5
@@ -245,13 +247,7 @@ def isolate_environment(home: Path, pycache: Path) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     if sys.path[:1] != [str(REPO_ROOT)]:
         sys.path.insert(0, str(REPO_ROOT))
-    for key in [k for k in os.environ if k.startswith(("GIT_", "GITSYNC_"))]:
-        del os.environ[key]
-    home.mkdir(parents=True, exist_ok=True)
-    (home / ".gitconfig").write_text("[user]\n\tname = Bench\n\temail = bench@example.com\n"
-                                     "[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n")
-    os.environ.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1")
-    os.environ.pop("XDG_CONFIG_HOME", None)
+    isolate_git_environment(home)
 
 
 def count_kits(directory: Path) -> int:

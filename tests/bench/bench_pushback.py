@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from benchenv import isolate_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_REPO = REPO_ROOT / "sample-repo"
@@ -94,17 +95,6 @@ def run(cmd: Sequence[str | Path], cwd: Path | None = None, check: bool = True,
 def git(*args: str | Path, cwd: Path | None = None) -> str:
     return run(["git", "-c", "user.name=Bench", "-c", "user.email=bench@example.com", "-c", "commit.gpgsign=false",
                 *args], cwd=cwd).strip()
-
-
-def isolate_environment(home: Path) -> None:
-    """No user or system git config and no GITSYNC_* settings, for this process and every child."""
-    for key in [k for k in os.environ if k.startswith(("GIT_", "GITSYNC_"))]:
-        del os.environ[key]
-    home.mkdir(parents=True, exist_ok=True)
-    (home / ".gitconfig").write_text("[user]\n\tname = Bench\n\temail = bench@example.com\n"
-                                     "[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n")
-    os.environ.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1")
-    os.environ.pop("XDG_CONFIG_HOME", None)
 
 
 def use_this_checkout() -> str:

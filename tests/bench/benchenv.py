@@ -1,0 +1,17 @@
+"""What every benchmark sets up first: a process environment no user or system git config leaks into."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def isolate_environment(home: Path) -> None:
+    """No user or system git config and no GITSYNC_* settings, for this process and every child."""
+    for key in [k for k in os.environ if k.startswith(("GIT_", "GITSYNC_"))]:
+        del os.environ[key]
+    home.mkdir(parents=True, exist_ok=True)
+    (home / ".gitconfig").write_text("[user]\n\tname = Bench\n\temail = bench@example.com\n"
+                                     "[init]\n\tdefaultBranch = main\n[protocol \"file\"]\n\tallow = always\n")
+    os.environ.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1")
+    os.environ.pop("XDG_CONFIG_HOME", None)
