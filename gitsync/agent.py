@@ -118,9 +118,10 @@ class Agent:
             log.warning("webhook has no secret (server.webhook_secret_file): anyone who can reach it can "
                         "trigger a fetch")
         app = build_app(status=self.status, ready=self.ready.is_set, trigger=self.request_sync,
-                        metrics=self.metrics, webhook_secret=secret)
+                        metrics=self.metrics, webhook_secret=secret,
+                        max_body=self.settings.server_webhook_max_body)
         host, port = split_listen(self.settings.server_listen)
-        self._server = ServerThread(app, host, port, name="gitsync-http").start()
+        self._server = ServerThread(app, host, port, name="gitsync-http", limit_concurrency=64).start()
         log.info("serving /healthz /readyz /status /metrics and POST /webhook on http://%s:%d", host,
                  self._server.port)
 

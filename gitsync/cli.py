@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from gitsync import __version__
 from gitsync.config import OPTIONS, flag_values, load_settings
 from gitsync.errors import GitsyncError
+from gitsync.secrets import install_redaction, scrub
 
 EXIT_OK, EXIT_ERROR, EXIT_BUG, EXIT_CHANGES_PENDING, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
 
@@ -76,10 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
+    install_redaction(logging.getLogger("httpx"), logging.getLogger("httpcore"))
     try:
         return int(args.handler(args))
     except GitsyncError as exc:
-        print(f"gitsync: error: {exc}", file=sys.stderr)
+        print(f"gitsync: error: {scrub(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

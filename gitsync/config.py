@@ -88,6 +88,8 @@ OPTIONS: tuple[Option, ...] = (
            "webhook (empty = no server)"),
     Option("server.webhook_secret_file", str, "", "File holding the webhook secret (HMAC-SHA256 "
            "X-Hub-Signature-256, or X-Gitlab-Token)"),
+    Option("server.webhook_max_body", int, 1024 * 1024, "Largest webhook body accepted, in bytes (413 beyond; "
+           "refused while reading, before the signature is checked)"),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -131,6 +133,7 @@ class Settings:
     push_forge_token_env: str
     server_listen: str
     server_webhook_secret_file: str
+    server_webhook_max_body: int
 
     @property
     def state_path(self) -> Path:
@@ -149,7 +152,7 @@ class Settings:
         shown = []
         for option in OPTIONS:
             value = getattr(self, option.attr)
-            if option.key == "repo.url":
+            if isinstance(value, str) and "://" in value:  # repo.url, push.forge_api_url, ...
                 value = redact_url(value)
             shown.append(f"{option.key}={value!r}")
         return " ".join(shown)
@@ -232,8 +235,11 @@ def _check_consistency(s: Settings) -> None:
                        ("repo.fetch_depth", s.repo_fetch_depth)):
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{key} must be 0 or more, got {value}")
+    if s.server_webhook_max_body <= 0:
+        raise ConfigError(f"server.webhook_max_body must be more than 0 bytes, got {s.server_webhook_max_body}")
     if not 0 < s.sync_max_delete_share <= 1:
         raise ConfigError(f"sync.max_delete_share must be in (0, 1], got {s.sync_max_delete_share}")
+    _check_not_option_like(s)
     if s.repo_path.startswith("/") or ".." in s.repo_path.split("/"):
         raise ConfigError(f"repo.path must be a folder inside the repo, got {s.repo_path!r}")
     if s.push_mode == "pull-request" and not (s.push_forge_api_url and s.push_forge_repository):
@@ -246,6 +252,24 @@ def _check_consistency(s: Settings) -> None:
             CronTrigger.from_crontab(s.sync_cron)
         except ValueError as exc:
             raise ConfigError(f"sync.cron {s.sync_cron!r} is not a 5-field cron expression: {exc}") from None
+
+
+def _check_not_option_like(s: Settings) -> None:
+    """Values that reach git's command line must not read as options (`--upload-pack=CMD` runs CMD).
+
+    gitsync also puts `--` before them; refusing them here gives one clear line instead of a git error.
+    """
+    for key, value in (("repo.url", s.repo_url), ("repo.branch", s.repo_branch), ("repo.path", s.repo_path),
+                       ("push.new_file_dir", s.push_new_file_dir)):
+        shown = redact_url(value) if key == "repo.url" else value
+        if value.startswith("-"):
+            raise ConfigError(f"{key} must not start with '-' (git would read it as an option), got {shown!r}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(f"{key} must not contain control characters, got {shown!r}")
+    branch = s.repo_branch
+    if branch and (any(c in branch for c in " ~^:?*[\\") or ".." in branch or branch.startswith("/")
+                   or branch.endswith(("/", ".", ".lock")) or "@{" in branch or "//" in branch):
+        raise ConfigError(f"repo.branch {branch!r} is not a valid git branch name")
 
 
 def flag_values(namespace: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ failure becomes a `ForgeError` naming the forge, method, path and status, never 
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ from typing import Any
 import httpx
 
 from gitsync.errors import ForgeError
-from gitsync.secrets import Secret, redact_text
+from gitsync.secrets import Secret, install_redaction, redact_text
+
+# httpx logs every request's full URL at INFO, credentials in `push.forge_api_url` included.
+install_redaction(logging.getLogger("httpx"), handlers=False)
 
 
 @dataclass(frozen=True)

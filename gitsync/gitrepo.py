@@ -88,6 +88,8 @@ def scrub_git_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> No
 def git_env(creds: Credentials, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Environment for one git call: never prompt, authenticate from files, keep tokens off argv."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
+    # `ext::` runs any command a URL names; git allows it only from "user" input, which a config value is.
+    config = [("protocol.ext.allow", "never")]
     if creds.ssh_key_file or creds.known_hosts_file or not environ.get("GIT_SSH_COMMAND"):
         # git runs GIT_SSH_COMMAND through a shell, so every path is quoted.
         ssh = ["ssh", "-o", "BatchMode=yes"]
@@ -102,9 +104,10 @@ def git_env(creds: Credentials, environ: Mapping[str, str] = os.environ) -> dict
         # Passed as config through the environment so it shows up in neither `ps` nor .git/config. git
         # would send the header to whatever host a redirect names, so redirects are refused.
         basic = base64.b64encode(f"{creds.username}:{creds.token.reveal()}".encode()).decode()
-        env.update({"GIT_CONFIG_COUNT": "2", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
-                    "GIT_CONFIG_KEY_1": "http.followRedirects", "GIT_CONFIG_VALUE_1": "false"})
+        config += [("http.extraHeader", f"Authorization: Basic {basic}"), ("http.followRedirects", "false")]
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for i, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
     return env
 
 
@@ -161,12 +164,12 @@ class GitMirror:
         """Fetch the branch and return its head commit; clear errors for empty repos and missing branches."""
         depth = [f"--depth={self.depth}"] if self.depth > 0 else []
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", *depth, self.url,
+            self._run("fetch", "fetch", "--no-tags", "--quiet", *depth, "--", self.url,
                       f"+refs/heads/{self.branch}:{REMOTE_REF}", network=True)
         except GitError as exc:
             if "couldn't find remote ref" not in str(exc):
                 raise
-            heads = self._run("ls-remote", "ls-remote", "--heads", self.url, network=True).split()
+            heads = self._run("ls-remote", "ls-remote", "--heads", "--", self.url, network=True).split()
             branches = sorted(h.removeprefix("refs/heads/") for h in heads if h.startswith("refs/heads/"))
             if not branches:
                 raise EmptyRemote(f"repository {redact_url(self.url)} is empty: push a first commit to "
@@ -177,18 +180,19 @@ class GitMirror:
 
     # -- reading --------------------------------------------------------------------------------
     def resolve(self, ref: str) -> str:
-        return self._run("rev-parse", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+        return self._run("rev-parse", "rev-parse", "--verify", "--quiet", "--end-of-options",
+                         f"{ref}^{{commit}}").strip()
 
     def has_commit(self, sha: str) -> bool:
         try:
-            self._run("cat-file", "cat-file", "-e", f"{sha}^{{commit}}")
+            self._run("cat-file", "cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}")
             return True
         except GitError:
             return False
 
     def is_ancestor(self, older: str, newer: str) -> bool:
         try:
-            self._run("merge-base", "merge-base", "--is-ancestor", older, newer)
+            self._run("merge-base", "merge-base", "--is-ancestor", "--end-of-options", older, newer)
             return True
         except GitError:
             return False
@@ -197,14 +201,15 @@ class GitMirror:
         if not path:
             return True
         try:
-            self._run("cat-file", "cat-file", "-e", f"{commit}:{path}")
+            self._run("cat-file", "cat-file", "-e", "--end-of-options", f"{commit}:{path}")
             return True
         except GitError:
             return False
 
     def list_tree(self, commit: str, path: str) -> dict[str, TreeEntry]:
         """Every file under `path` in `commit`: repo path -> (mode, blob id)."""
-        out = self._run("ls-tree", "ls-tree", "-r", "-z", "--full-tree", commit, *(["--", path] if path else []),
+        out = self._run("ls-tree", "ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit,
+                        *(["--", path] if path else []),
                         strip_newline_in_stdout=False)
         entries: dict[str, TreeEntry] = {}
         for record in out.split("\0"):
@@ -218,7 +223,8 @@ class GitMirror:
 
     def diff(self, old: str, new: str, path: str) -> list[Change]:
         """Files that differ between two commits under `path`, as git's own diff sees them."""
-        out = self._run("diff-tree", "diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", old, new,
+        out = self._run("diff-tree", "diff-tree", "-r", "-z", "--no-renames", "--no-commit-id", "--end-of-options",
+                        old, new,
                         *(["--", path] if path else []), strip_newline_in_stdout=False)
         fields = out.split("\0")
         changes: list[Change] = []
@@ -236,11 +242,11 @@ class GitMirror:
             return data
 
     def commit_summary(self, sha: str) -> str:
-        out = self._run("log", "log", "-1", "--format=%s (%an)", sha)
+        out = self._run("log", "log", "-1", "--format=%s (%an)", "--end-of-options", sha)
         return out.strip()
 
     def update_ref(self, ref: str, sha: str) -> None:
-        self._run("update-ref", "update-ref", ref, sha)
+        self._run("update-ref", "update-ref", "--", ref, sha)
 
     # -- writing (push-back) ------------------------------------------------------------------------
     def write_blob(self, data: bytes) -> str:
@@ -275,7 +281,7 @@ class GitMirror:
             info = Path(tmp) / "info"
             info.write_text("".join(lines), encoding="utf-8")
             with self._git("commit") as g:
-                g.execute(["git", "read-tree", *([base] if base else ["--empty"])], env=env)
+                g.execute(["git", "read-tree", *(["--end-of-options", base] if base else ["--empty"])], env=env)
                 with open(info, "rb") as stdin:
                     g.execute(["git", "update-index", "--index-info"], env=env, istream=stdin)
                 tree = g.execute(["git", "write-tree"], env=env).strip()
@@ -289,7 +295,7 @@ class GitMirror:
     def push(self, sha: str, branch: str, *, force: bool = False) -> None:
         """Push a commit to a branch; `PushRejected` when the branch moved on since our base."""
         try:
-            self._run("push", "push", "--quiet", "--porcelain", self.url,
+            self._run("push", "push", "--quiet", "--porcelain", "--", self.url,
                       f"{'+' if force else ''}{sha}:refs/heads/{branch}", network=True)
         except GitError as exc:
             text = str(exc)
@@ -300,7 +306,7 @@ class GitMirror:
     def fetch_branch(self, branch: str, ref: str) -> str | None:
         """Fetch another branch (a PR or conflict branch) into `ref`; None when it does not exist."""
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", self.url, f"+refs/heads/{branch}:{ref}",
+            self._run("fetch", "fetch", "--no-tags", "--quiet", "--", self.url, f"+refs/heads/{branch}:{ref}",
                       network=True)
         except GitError as exc:
             if "couldn't find remote ref" in str(exc):

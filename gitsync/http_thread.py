@@ -12,11 +12,15 @@ from gitsync.errors import GitsyncError
 class ServerThread:
     """A uvicorn server on its own thread; `port=0` picks a free port (read it back from `.port`)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, name: str = "http") -> None:
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, name: str = "http",
+                 limit_concurrency: int | None = None) -> None:
         import uvicorn
 
+        # `limit_concurrency` answers 503 beyond that many open connections, which bounds what
+        # unauthenticated clients can make the server hold (each body is bounded by the app).
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                     lifespan="off", access_log=False))
+                                                     lifespan="off", access_log=False,
+                                                     limit_concurrency=limit_concurrency))
         self._thread = threading.Thread(target=self._server.run, name=name, daemon=True)
         self.host = host
         self.port = port

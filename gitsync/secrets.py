@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,6 +19,9 @@ class Secret:
     """
 
     _value: str
+
+    def __post_init__(self) -> None:
+        remember(self._value)
 
     def reveal(self) -> str:
         return self._value
@@ -59,3 +64,49 @@ def redact_text(text: str, *secrets: Secret | str) -> str:
         if value and len(value) >= 4:
             text = text.replace(value, REDACTED)
     return text
+
+
+#: Every secret value this process has loaded, so log lines can be scrubbed of them wherever they come from.
+_KNOWN: set[str] = set()
+_KNOWN_LOCK = threading.Lock()
+
+
+def remember(value: str) -> None:
+    """Register a secret value for `RedactingFilter` (values under 4 characters would redact noise)."""
+    if len(value) >= 4:
+        with _KNOWN_LOCK:
+            _KNOWN.add(value)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub URL credentials and known secret values from every record, gitsync's or a library's.
+
+    httpx logs each request's full URL (`https://user:token@host/...`) at INFO; a filter on the handler
+    catches it and anything else a library writes, tracebacks included.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        return True
+
+
+def scrub(text: str) -> str:
+    """`redact_text` with every secret value this process has loaded."""
+    with _KNOWN_LOCK:
+        known = sorted(_KNOWN, key=len, reverse=True)
+    return redact_text(text, *known)
+
+
+def install_redaction(*loggers: logging.Logger, handlers: bool = True) -> None:
+    """Add the redacting filter to the given loggers and (`handlers`) every root handler, once each."""
+    targets: list[logging.Filterer] = [*(logging.getLogger().handlers if handlers else []), *loggers]
+    for target in targets:
+        if not any(isinstance(f, RedactingFilter) for f in target.filters):
+            target.addFilter(RedactingFilter())

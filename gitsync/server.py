@@ -16,9 +16,31 @@ from starlette.routing import Route
 from gitsync.metrics import Metrics
 from gitsync.secrets import Secret
 
+#: Headers that carry a webhook's proof; a request with none of them is refused before its body is read.
+_PROOF_HEADERS = ("x-hub-signature-256", "x-gitea-signature", "x-gitlab-token")
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, read at most `limit` bytes far: a declared or streamed larger body is refused while reading,
+    so an unauthenticated client can never make the agent hold more than `limit` bytes for it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
 
 def build_app(*, status: Callable[[], dict[str, Any]], ready: Callable[[], bool], trigger: Callable[[str], None],
-              metrics: Metrics, webhook_secret: Secret) -> Starlette:
+              metrics: Metrics, webhook_secret: Secret, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -33,7 +55,13 @@ def build_app(*, status: Callable[[], dict[str, Any]], ready: Callable[[], bool]
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def webhook(request: Request) -> Response:
-        body = await request.body()
+        if webhook_secret and not any(h in request.headers for h in _PROOF_HEADERS):
+            return JSONResponse({"detail": "bad or missing webhook signature"}, status_code=401)
+        try:
+            body = await _read_body(request, max_body)
+        except _TooLarge:
+            return JSONResponse({"detail": f"request body larger than {max_body} bytes "
+                                           "(server.webhook_max_body)"}, status_code=413)
         if webhook_secret and not _signed(request, body, webhook_secret):
             return JSONResponse({"detail": "bad or missing webhook signature"}, status_code=401)
         trigger("webhook")
@@ -48,12 +76,14 @@ def build_app(*, status: Callable[[], dict[str, Any]], ready: Callable[[], bool]
 def _signed(request: Request, body: bytes, secret: Secret) -> bool:
     """GitHub and Gitea sign the body (X-Hub-Signature-256); GitLab sends the secret as X-Gitlab-Token."""
     key = secret.reveal().encode()
-    signature = request.headers.get("x-hub-signature-256", "")
+    # Compared as the raw header bytes: `compare_digest` raises on non-ASCII str, which was a 500.
+    raw = {k.decode("latin-1").lower(): v for k, v in request.headers.raw}
+    signature = raw.get("x-hub-signature-256", b"")
     if signature:
-        expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        expected = b"sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest().encode()
         return hmac.compare_digest(signature, expected)
-    gitea = request.headers.get("x-gitea-signature", "")
+    gitea = raw.get("x-gitea-signature", b"")
     if gitea:
-        return hmac.compare_digest(gitea, hmac.new(key, body, hashlib.sha256).hexdigest())
-    token = request.headers.get("x-gitlab-token", "")
-    return bool(token) and hmac.compare_digest(token.encode(), key)
+        return hmac.compare_digest(gitea, hmac.new(key, body, hashlib.sha256).hexdigest().encode())
+    token = raw.get("x-gitlab-token", b"")
+    return bool(token) and hmac.compare_digest(token, key)
