@@ -88,8 +88,7 @@ def scrub_git_env(environ: dict[str, str] | os._Environ[str] = os.environ) -> No
 def git_env(creds: Credentials, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Environment for one git call: never prompt, authenticate from files, keep tokens off argv."""
     env = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true"}
-    # `ext::` runs any command a URL names; git allows it only from "user" input, which a config value is.
-    config = [("protocol.ext.allow", "never")]
+    config: list[tuple[str, str]] = []
     if creds.ssh_key_file or creds.known_hosts_file or not environ.get("GIT_SSH_COMMAND"):
         # git runs GIT_SSH_COMMAND through a shell, so every path is quoted.
         ssh = ["ssh", "-o", "BatchMode=yes"]
@@ -105,6 +104,8 @@ def git_env(creds: Credentials, environ: Mapping[str, str] = os.environ) -> dict
         # would send the header to whatever host a redirect names, so redirects are refused.
         basic = base64.b64encode(f"{creds.username}:{creds.token.reveal()}".encode()).decode()
         config += [("http.extraHeader", f"Authorization: Basic {basic}"), ("http.followRedirects", "false")]
+    # `ext::` runs any command a URL names; git allows it only from "user" input, which a config value is.
+    config.append(("protocol.ext.allow", "never"))
     env["GIT_CONFIG_COUNT"] = str(len(config))
     for i, (key, value) in enumerate(config):
         env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
