@@ -16,6 +16,7 @@ from typing import Any
 
 from gitsync.capture import capture
 from gitsync.config import Settings
+from gitsync.cycle import STEPS, Steps
 from gitsync.metrics import Metrics
 from gitsync.outbox import Outbox
 from gitsync.pushback import PushBack
@@ -26,8 +27,8 @@ from gitsync.watch import Debouncer, DirectoryWatcher
 log = logging.getLogger("gitsync.agent")
 
 class Agent:
-    """Each cycle: capture local changes, push them, then pull. Pushing first means the pull that follows
-    already brings git's version of what was just saved."""
+    """Each cycle (`run_once`): recover, capture, flush, pull, record. Pushing before pulling means the pull
+    that follows already brings git's version of what was just saved."""
 
     def __init__(self, settings: Settings, syncer: Syncer, metrics: Metrics | None = None,
                  pushback: PushBack | None = None) -> None:
@@ -46,6 +47,7 @@ class Agent:
         self._server: Any = None
         self.syncs_done = 0
         self._done = threading.Condition()
+        self._tracebacks_logged: set[str] = set()
 
     # -- triggers -----------------------------------------------------------------------------------
     def request_sync(self, reason: str) -> None:
@@ -117,7 +119,7 @@ class Agent:
         if not secret:
             log.warning("webhook has no secret (server.webhook_secret_file): anyone who can reach it can "
                         "trigger a fetch")
-        app = build_app(status=self.status, ready=self.ready.is_set, trigger=self.request_sync,
+        app = build_app(status=self.status, ready=self.is_ready, trigger=self.request_sync,
                         metrics=self.metrics, webhook_secret=secret,
                         max_body=self.settings.server_webhook_max_body)
         host, port = split_listen(self.settings.server_listen)
@@ -134,27 +136,52 @@ class Agent:
             try:
                 reason = self._wake.get(timeout=0.5)
             except queue.Empty:
-                continue
+                if not self._push_retry_due():
+                    continue
+                reason = "push retry"
             if self._stop.is_set():
                 break
             self.run_once(reason)
 
     def run_once(self, reason: str) -> SyncResult:
-        log.debug("sync requested by %s", reason)
-        try:
-            if self.pushback is not None:
+        """One cycle, each step in its own error boundary: a step that fails is recorded and the next one
+        still runs, so definitions keep arriving from git whatever push-back runs into."""
+        log.debug("cycle requested by %s", reason)
+        wall, applied = time.time(), self.syncer.state.get("applied_commit")
+        steps = Steps(seen=self._tracebacks_logged)
+        result = SyncResult("error", applied=applied, message="the pull did not run")
+        with steps.step("recover"):  # before anything looks at the directory: an interrupted apply is ours
+            self.syncer.recover()
+        if self.pushback is not None:
+            with steps.step("capture"):  # stable local changes -> outbox
                 capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
                         self.settings.sync_max_delete_share)
+            with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
                 self.pushback.flush()
-            result = self.syncer.sync()
-        except Exception:  # the agent must outlive any bug in one cycle
-            log.exception("sync crashed (this is a bug in gitsync); the last good state stays in place")
-            result = SyncResult("error", message="internal error, see log")
+        with steps.step("pull"):  # git -> directory, always
+            result = self.syncer.pull()
+        with steps.step("record"):
+            self.syncer.record(result, wall, previous=applied, failures=steps.failures)
+        self._tracebacks_logged = steps.seen
         self._observe(result)
         with self._done:
             self.syncs_done += 1
             self._done.notify_all()
         return result
+
+    def _push_retry_due(self) -> bool:
+        """Push retries keep their own timer: with `sync.interval = 600` a retry due in 2 s still runs in 2 s."""
+        if self.pushback is None:
+            return False
+        try:
+            due = self.pushback.retry_due()
+        except Exception:  # a state read failing here is reported by the next cycle's steps
+            return False
+        return due is not None and self.pushback.clock() >= due
+
+    def is_ready(self) -> bool:
+        """Ready once a cycle has succeeded, and not while the latest cycle failed in any step."""
+        return self.ready.is_set() and self.last_result is not None and self.last_result.ok
 
     def _observe(self, result: SyncResult) -> None:
         self.last_result = result
@@ -164,10 +191,16 @@ class Agent:
         if result.ok:
             m.last_success.set(time.time())
             self.ready.set()
-        m.failures.set(int(self.syncer.state.get("consecutive_failures", 0)))
-        m.owned.set(self.syncer.state.owned_count())  # a count, not 10,000 rows loaded every cycle
-        if self.pushback is not None:
-            m.outbox.set(len(self.pushback.outbox.entries()))
+        failing = {f.step for f in result.failures}
+        for step in STEPS:
+            m.step_failing.labels(step).set(1 if step in failing else 0)
+        for step in failing:
+            m.step_failures.labels(step).inc()
+        with contextlib.suppress(Exception):  # the metrics must not turn a recorded failure into a crash
+            m.failures.set(int(self.syncer.state.get("consecutive_failures", 0)))
+            m.owned.set(self.syncer.state.owned_count())  # a count, not 10,000 rows loaded every cycle
+            if self.pushback is not None:
+                m.outbox.set(len(self.pushback.outbox.entries()))
         for severity in ("error", "warning"):
             m.problems.labels(severity).set(sum(p.severity == severity for p in result.problems))
 

@@ -20,4 +20,8 @@ class Metrics:
         self.problems = Gauge("gitsync_problems", "Outstanding validation problems", ["severity"],
                               registry=self.registry)
         self.outbox = Gauge("gitsync_outbox_length", "Local changes waiting to reach git", registry=self.registry)
+        self.step_failures = Counter("gitsync_step_failures", "Cycle steps that failed, by step (recover, capture, "
+                                     "flush, pull, record)", ["step"], registry=self.registry)
+        self.step_failing = Gauge("gitsync_step_failing", "1 while the step failed in the latest cycle", ["step"],
+                                  registry=self.registry)
         self.pushes = Counter("gitsync_pushes", "Push-back attempts by result", ["result"], registry=self.registry)

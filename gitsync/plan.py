@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from gitsync.state import Owned
+from gitsync.model import Owned
 
 ActionKind = Literal["write", "delete", "adopt", "forget"]
 FindingKind = Literal["drift", "foreign", "held", "pending"]

@@ -20,9 +20,10 @@ from gitsync.config import Settings
 from gitsync.errors import ForgeError, GitError
 from gitsync.gitrepo import GitMirror, Identity, PushRejected, TreeEntry
 from gitsync.kit import check_kit
+from gitsync.model import Owned
 from gitsync.outbox import Entry, Outbox
 from gitsync.rebase import Carried, carry, jobs_of
-from gitsync.state import Owned, State
+from gitsync.state import State
 from gitsync.target_dir import DirectoryTarget, blob_id
 
 log = logging.getLogger("gitsync.push")
@@ -71,23 +72,35 @@ class PushBack:
         if self.settings.push_mode == "pull-request":
             self._follow_pull_request()
         pending = self.outbox.entries("pending")
-        if not pending or self.clock() < float(self.state.get("push_next_attempt", 0)):
+        if not pending:
+            if self.state.get("push_failures", 0):
+                self.state.set(push_failures=0, push_next_attempt=0, push_last_error="")
             return False
+        due = float(self.state.get("push_next_attempt", 0))
+        if self.clock() < due:  # still failing: say so every cycle until the retry succeeds
+            raise GitError(f"push-back waits for its retry in {due - self.clock():.0f} s; "
+                           f"{len(pending)} change(s) kept in the outbox. Last error: "
+                           f"{self.state.get('push_last_error', '')}")
         try:
             changed = {"direct": self._direct, "pull-request": self._pull_request, "off": self._revert_only}[
                 self.settings.push_mode](pending)
         except (GitError, ForgeError) as exc:
-            self._back_off(exc)
-            return False
+            raise GitError(self._back_off(exc)) from exc
         self.state.set(push_failures=0, push_next_attempt=0, push_last_error="")
         return changed
 
-    def _back_off(self, exc: Exception) -> None:
+    def retry_due(self) -> float | None:
+        """When the next push retry is due (a `clock()` time), or None when no retry is waiting."""
+        if int(self.state.get("push_failures", 0)) == 0:
+            return None
+        return float(self.state.get("push_next_attempt", 0))
+
+    def _back_off(self, exc: Exception) -> str:
         failures = int(self.state.get("push_failures", 0)) + 1
         delay = min(self.settings.push_max_backoff, 2.0 ** min(failures, 16))
         self.state.set(push_failures=failures, push_next_attempt=self.clock() + delay, push_last_error=str(exc))
-        log.warning("push-back failed (%d in a row), %d change(s) kept in the outbox, next try in %.0f s: %s",
-                    failures, len(self.outbox.entries()), delay, exc)
+        return (f"push-back failed ({failures} in a row), {len(self.outbox.entries())} change(s) kept in the "
+                f"outbox, next try in {delay:.0f} s: {exc}")
 
     # -- modes ---------------------------------------------------------------------------------------
     def _direct(self, entries: list[Entry]) -> bool:

@@ -29,7 +29,8 @@ def status_report(settings: Settings, state: State) -> dict[str, Any]:
         "last_result": state.get("last_result"),
         "last_message": state.get("last_message", ""),
         "consecutive_failures": state.get("consecutive_failures", 0),
-        "interrupted_apply": state.get("pending_commit"),
+        "failing_steps": state.get("failing_steps", {}),
+        "interrupted_apply": state.get("apply_in_progress"),
         "owned_files": len(manifest),
         "definitions": sum(len(o.names) for o in manifest.values()),
         "problems": state.get("problems", []),
@@ -72,6 +73,8 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"message      {report['last_message']}")
     if report["consecutive_failures"]:
         lines.append(f"failures     {report['consecutive_failures']} in a row")
+    for step, message in report["failing_steps"].items():
+        lines.append(f"failing      {step}: {message}")
     if report["interrupted_apply"]:
         lines.append(f"interrupted  an apply of {report['interrupted_apply'][:12]} did not finish; "
                      "the next sync completes it")

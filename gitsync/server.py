@@ -46,7 +46,8 @@ def build_app(*, status: Callable[[], dict[str, Any]], ready: Callable[[], bool]
 
     async def readyz(_: Request) -> Response:
         ok = ready()
-        return PlainTextResponse("ready" if ok else "no successful sync yet", status_code=200 if ok else 503)
+        text = "ready" if ok else "not ready: no successful cycle yet, or the latest one failed (see /status)"
+        return PlainTextResponse(text, status_code=200 if ok else 503)
 
     async def status_page(_: Request) -> Response:
         return JSONResponse(status())

@@ -13,11 +13,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gitsync.errors import ConfigError
+from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
 from gitsync.problems import Problem, from_dict
 
 _SCHEMA = """
@@ -40,45 +40,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     status TEXT NOT NULL, pr_number INTEGER, error TEXT NOT NULL DEFAULT '');
 -- .kit files that were in the target before gitsync first looked: an operator's, never pushed.
 CREATE TABLE IF NOT EXISTS foreign_baseline (target TEXT PRIMARY KEY, blob TEXT NOT NULL);
+-- The apply in progress, one row per file it touches (see model.JournalRow); empty between applies.
+-- Cleared in the transaction that records the apply, so a row left here means a crash interrupted it.
+CREATE TABLE IF NOT EXISTS apply_journal (
+    target TEXT PRIMARY KEY, repo_path TEXT NOT NULL, old_blob TEXT, new_blob TEXT, names TEXT NOT NULL);
 """
-
-
-@dataclass(frozen=True)
-class TreeRecord:
-    blob: str
-    names: tuple[str, ...]
-    problems: tuple[Problem, ...]
-
-
-@dataclass(frozen=True)
-class Owned:
-    """A target file gitsync owns: where it came from and the blob id of the content it wrote.
-
-    After a push-back, `blob` is the content a person saved (acknowledged: it is in git now, in
-    git's own formatting) and `git_blob` the git version it corresponds to; otherwise they agree.
-    """
-
-    repo_path: str
-    blob: str
-    names: tuple[str, ...]
-    stat: str = ""
-    git_blob: str = ""
-
-    @property
-    def base(self) -> str:
-        return self.git_blob or self.blob
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    started: float
-    duration: float
-    from_commit: str | None
-    to_commit: str | None
-    result: str
-    written: int
-    removed: int
-    message: str
 
 
 SCHEMA_VERSION = 1
@@ -173,10 +139,29 @@ class State:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM manifest").fetchone()[0])
 
-    def record_apply(self, *, tree: Mapping[str, TreeRecord | None] | None, owned: Mapping[str, Owned | None],
-                     meta: Mapping[str, Any]) -> None:
-        """Commit one apply: change the tree rows given (None removes one), the manifest rows, and meta keys."""
+    # -- the apply journal ---------------------------------------------------------------------------
+    def begin_apply(self, commit: str, rows: Iterable[JournalRow]) -> None:
+        """Note what an apply is about to write or delete, before the target is touched."""
         with self.transaction() as db:
+            db.execute("DELETE FROM apply_journal")
+            db.executemany("INSERT INTO apply_journal VALUES (?, ?, ?, ?, ?)", (
+                (r.target, r.repo_path, r.old_blob, r.new_blob, json.dumps(r.names)) for r in rows))
+            _set_meta(db, {"apply_in_progress": commit})
+
+    def journal(self) -> dict[str, JournalRow]:
+        with self._lock:
+            rows = self._db.execute("SELECT target, repo_path, old_blob, new_blob, names FROM apply_journal"
+                                    ).fetchall()
+        return {t: JournalRow(t, path, old, new, tuple(json.loads(names))) for t, path, old, new, names in rows}
+
+    def record_apply(self, *, tree: Mapping[str, TreeRecord | None] | None, owned: Mapping[str, Owned | None],
+                     meta: Mapping[str, Any], end_apply: bool = False) -> None:
+        """Commit one apply: change the tree rows given (None removes one), the manifest rows, and meta keys;
+        `end_apply` also clears the journal in the same transaction."""
+        with self.transaction() as db:
+            if end_apply:
+                db.execute("DELETE FROM apply_journal")
+                _set_meta(db, {"apply_in_progress": None})
             if tree:
                 db.executemany("DELETE FROM tree WHERE repo_path = ?", ((p,) for p, r in tree.items() if r is None))
                 db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?)", (

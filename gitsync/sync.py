@@ -1,9 +1,10 @@
-"""One pull sync: fetch, diff, validate, plan, apply, record. The agent and the CLI both call this.
+"""The pull: fetch, diff, validate, plan, apply; and the recovery and record steps around it.
 
-Crash safety comes from the plan's rules rather than from a journal: every write is atomic, and
-a file that already holds what git wants is adopted. An apply interrupted half way therefore
-converges on the next run: what was written is adopted, what was deleted is forgotten, the rest
-is applied, and the directory ends up holding exactly one commit's definitions.
+Crash safety: before an apply touches the target it writes a journal (per file: what was
+there, what it is writing) and the transaction that records the apply clears it. A journal
+found at start-up means a crash interrupted an apply; `recover()` then owns exactly the files
+that hold what the apply wrote, before capture looks at the directory, so gitsync's own
+half-applied writes are never mistaken for a person's edits and pushed back.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from gitsync import defset
+from gitsync import defset, faults
 from gitsync.config import Settings
+from gitsync.cycle import StepFailure, Steps
 from gitsync.errors import ConfigError, GitError
 from gitsync.gitrepo import APPLIED_REF, Change, GitMirror
 from gitsync.kit import KitReport, check_kit
+from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
 from gitsync.outbox import Outbox
 from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
 from gitsync.problems import Problem
-from gitsync.state import HistoryRow, Owned, State, StateLock, TreeRecord, problems_json
+from gitsync.state import State, StateLock, problems_json
 from gitsync.target_dir import DirectoryTarget, Seen
 
 log = logging.getLogger("gitsync.sync")
@@ -61,10 +64,17 @@ class SyncResult:
     findings: list[Finding] = field(default_factory=list)
     message: str = ""
     duration: float = 0.0
+    failures: list[StepFailure] = field(default_factory=list)  # steps of the cycle that failed
+    pulled: Result | None = None  # what the pull did when another step's failure made the cycle an "error"
 
     @property
     def ok(self) -> bool:
         return self.result in ("synced", "noop", "partial")
+
+    @property
+    def applied_now(self) -> bool:
+        """The pull applied a commit (whatever else in the cycle failed)."""
+        return (self.pulled or self.result) in ("synced", "partial")
 
 
 class Syncer:
@@ -156,20 +166,26 @@ class Syncer:
     def _validation_key(self) -> str:
         return f"strict={self.settings.sync_strict} max_file_size={self.settings.sync_max_file_size}"
 
-    def _recover(self) -> None:
-        """Own the files an interrupted apply already wrote, whatever the branch holds now."""
-        interrupted = self.state.get("pending_writes")
-        if not interrupted:
+    def recover(self) -> None:
+        """Finish the books of an apply a crash interrupted: a journalled file that holds what the apply was
+        writing is gitsync's (whatever the branch holds now); one it was deleting and that is gone is
+        forgotten; anything else was not touched by the apply, or was changed by someone since, and capture
+        judges it against the manifest as usual."""
+        self.target.remove_leftovers()
+        journal = self.state.journal()
+        if not journal and not self.state.get("apply_in_progress"):
             return
-        owned = self.state.manifest()
-        seen = self.target.scan(owned)
-        adopted = {target: Owned(path, blob, tuple(names), seen[target].stat, blob)
-                   for target, (path, blob, names) in interrupted.items()
-                   if target in seen and seen[target].blob == blob}
-        self.state.record_apply(tree=None, owned=adopted, meta={"pending_writes": None})
-        if adopted:
-            log.warning("completed an apply that was interrupted: %d file(s) it had written are gitsync's",
-                        len(adopted))
+        seen = self.target.scan(self.state.manifest())
+        owned: dict[str, Owned | None] = {}
+        for row in journal.values():
+            have = seen.get(row.target)
+            if row.new_blob is not None and have is not None and have.blob == row.new_blob:
+                owned[row.target] = Owned(row.repo_path, row.new_blob, row.names, have.stat, row.new_blob)
+            elif row.new_blob is None and have is None:
+                owned[row.target] = None
+        self.state.record_apply(tree=None, owned=owned, meta={}, end_apply=True)
+        log.warning("recovered an apply a crash interrupted: %d of %d file(s) it had touched are gitsync's",
+                    len(owned), len(journal))
 
     def _changes(self, applied: str | None, head: str, old_tree: Mapping[str, TreeRecord]) -> list[Change]:
         path = self.settings.repo_path
@@ -220,18 +236,30 @@ class Syncer:
 
     # -- doing --------------------------------------------------------------------------------------
     def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+        """One cycle without push-back (`gitsync sync --once`): recover, pull, record."""
+        wall, applied, steps = time.time(), self.state.get("applied_commit"), Steps()
+        result = SyncResult("error", applied=applied, message="the pull did not run")
+        with steps.step("recover"):
+            self.recover()
+        with steps.step("pull"):
+            result = self.pull(force=force, allow_mass_delete=allow_mass_delete)
+        self.record(result, wall, previous=applied, failures=steps.failures)
+        return result
+
+    def pull(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+        """Fetch, diff, validate, plan and apply; failures git or the disk can produce become an "error"
+        result (the last good state stays), anything else is raised to the caller's step boundary."""
         started = time.monotonic()
-        wall = time.time()
         applied = self.state.get("applied_commit")
         try:
-            self.target.remove_leftovers()
-            self._recover()
             head = self.mirror.fetch()
+            faults.reached("pull.fetched")
             if applied and applied != head and self.mirror.has_commit(applied) \
                     and not self.mirror.is_ancestor(applied, head):
                 log.warning("branch %s was rewritten (force-push): %s is no longer in its history; syncing to %s",
                             self.settings.repo_branch, applied[:12], head[:12])
             prepared = self.prepare(head, force=force, allow_mass_delete=allow_mass_delete)
+            faults.reached("pull.validated")
             result = self._apply(prepared)
         except (GitError, ConfigError) as exc:
             result = SyncResult("error", applied=applied, message=str(exc))
@@ -240,7 +268,6 @@ class Syncer:
             result = SyncResult("error", applied=applied,
                                 message=f"cannot update the job directory ({where}): {exc.strerror or exc}")
         result.duration = time.monotonic() - started
-        self._record(result, wall, previous=applied)
         return result
 
     def _apply(self, p: Prepared) -> SyncResult:
@@ -258,8 +285,12 @@ class Syncer:
         writes = p.plan.of("write")
         deletes = p.plan.of("delete")
         owned: dict[str, Owned | None] = {}
-        self.state.set(pending_commit=p.head, pending_writes={
-            a.target: [a.repo_path, a.blob, list(p.tree[a.repo_path].names)] for a in writes})
+        if writes or deletes:
+            self.state.begin_apply(p.head, [
+                JournalRow(a.target, a.repo_path, p.seen[a.target].blob if a.target in p.seen else None,
+                           a.blob, p.tree[a.repo_path].names if a.blob else ())
+                for a in [*writes, *deletes]])
+            faults.reached("apply.journalled")
         planned = {t: seen.stat for t, seen in p.seen.items()}
         stats = self.target.write_many(((a.target, self.mirror.read_blob(str(a.blob))) for a in writes), planned,
                                        batch=len(writes) > 64) if writes else {}
@@ -274,9 +305,11 @@ class Syncer:
         changed_meanwhile = [a.target for a in [*writes, *deletes] if a.target not in stats and a.target not in deleted]
         if changed_meanwhile:
             log.warning("%s changed while syncing; left as they are for the next cycle", ", ".join(changed_meanwhile))
+        faults.reached("apply.written")
         self.state.record_apply(tree={path: p.tree.get(path) for path in p.touched}, owned=owned, meta={
-            "applied_commit": p.head, "pending_commit": None, "pending_writes": None,
-            "applied_path": self.settings.repo_path, "validated_with": self._validation_key()})
+            "applied_commit": p.head, "applied_path": self.settings.repo_path,
+            "validated_with": self._validation_key()}, end_apply=True)
+        faults.reached("apply.recorded")
         self.mirror.update_ref(APPLIED_REF, p.head)
         base.applied = p.head
         base.written = [a.target for a in writes if a.target in stats]
@@ -285,20 +318,28 @@ class Syncer:
         base.result = "partial" if held else ("synced" if writes or deletes or p.head != p.applied else "noop")
         return base
 
-    def _record(self, r: SyncResult, wall: float, previous: str | None) -> None:
+    def record(self, r: SyncResult, wall: float, previous: str | None,
+               failures: list[StepFailure] | tuple[StepFailure, ...] = ()) -> None:
+        """The record step: what the operator sees in status, history and one log line. A failure of any
+        step makes the cycle a failure, even when the pull itself applied a commit."""
+        r.failures = list(failures)
+        if r.failures and r.ok:
+            r.pulled, r.result = r.result, "error"
+        r.message = "; ".join([*(f.format() for f in r.failures), *([r.message] if r.message else [])])
         span = f"{(r.head or previous or 'nothing')[:12]}" if r.head in (None, previous) else \
             f"{(previous or 'empty')[:12]}..{(r.head or '')[:12]}"
+        failing = {f.step: f.message for f in r.failures}
         meta: dict[str, object] = {
             "last_attempt_at": wall, "last_result": r.result, "last_message": r.message,
-            "head_commit": r.head,
+            "failing_steps": failing, "head_commit": r.head or self.state.get("head_commit"),
             "consecutive_failures": 0 if r.ok else int(self.state.get("consecutive_failures", 0)) + 1}
-        if r.result != "error":  # a failed fetch says nothing new about the definitions: keep what we knew
+        if r.head is not None:  # the pull reached git: what it found about the definitions is news
             meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings])
         if r.ok:
             meta["last_success_at"] = wall
-            if r.result != "noop" or self.state.get("applied_at") is None:
-                meta["applied_at"] = wall
-                meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
+        if r.applied_now or (r.ok and self.state.get("applied_at") is None):
+            meta["applied_at"] = wall
+            meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
         self.state.set(**meta)
         if r.result != "noop":
             self.state.add_history(HistoryRow(wall, r.duration, previous, r.head, r.result,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from gitsync.defset import Checked, check_set, error_paths
+from gitsync.model import Owned
 from gitsync.plan import Action, Desired, Finding, Plan, make_plan, mass_delete_refusal
 from gitsync.problems import Problem
-from gitsync.state import Owned
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40  # blob ids
 
