@@ -17,7 +17,7 @@ from typing import Any
 
 from gitsync import defset
 from gitsync.config import Settings
-from gitsync.errors import ForgeError, GitError
+from gitsync.errors import ConfigError, ForgeError, GitError
 from gitsync.gitrepo import GitMirror, Identity, PushRejected, TreeEntry
 from gitsync.kit import check_kit
 from gitsync.model import Owned
@@ -62,6 +62,7 @@ class PushBack:
         self.outbox = outbox
         self.forge = forge
         self.clock = clock
+        check_message_template(settings.push_message)
         self.identity = Identity(settings.push_author_name, settings.push_author_email)
         self.committer = Identity(settings.push_committer_name or settings.push_author_name,
                                   settings.push_committer_email or settings.push_author_email)
@@ -303,6 +304,24 @@ class PushBack:
         return self.settings.push_message.replace("\\n", "\n").format(
             summary=self._summary(steps), details=self._details(steps), origin=self._origin(steps),
             jobs=", ".join(jobs), host=socket.gethostname(), directory=self.target.directory)
+
+
+MESSAGE_PLACEHOLDERS = ("summary", "details", "origin", "jobs", "host", "directory")
+
+
+def check_message_template(template: str) -> None:
+    """Refuse a `push.message` that would fail on the first save (an unknown `{placeholder}`, a stray brace)."""
+    import string
+
+    allowed = ", ".join("{" + p + "}" for p in MESSAGE_PLACEHOLDERS)
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"push.message {template!r} is not a valid template ({exc}); write literal braces as "
+                          f"{{{{ and }}}}. Placeholders: {allowed}") from None
+    unknown = [f for f in fields if f not in MESSAGE_PLACEHOLDERS]
+    if unknown:
+        raise ConfigError(f"push.message uses unknown placeholder {{{unknown[0]}}}; use only {allowed}")
 
 
 def _blob(data: bytes | None) -> str | None:

@@ -102,25 +102,28 @@ class DirectoryTarget:
         None for absent): a save landing mid-sync must not be overwritten. Returns the stat key of every file
         written; skipped files are left for the next cycle."""
         self.ensure()
-        pending: list[tuple[Path, Path]] = []
+        pending: list[tuple[Path, Path, str]] = []
         written: dict[str, str] = {}
         try:  # `files` is consumed lazily, so a 10,000-file apply never holds every file in memory at once
             for name, data in files:
                 temp = self.directory / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
                 with open(temp, "wb") as handle:
                     handle.write(data)
+                    handle.flush()
                     if not batch:
-                        handle.flush()
                         os.fsync(handle.fileno())
-                pending.append((temp, self.directory / name))
+                    # The stat of what *we* wrote, taken before the rename: a save landing between the rename
+                    # and a later stat() must not be recorded as gitsync's own content.
+                    ours = stat_key(os.fstat(handle.fileno()))
+                pending.append((temp, self.directory / name, ours))
             if batch:
                 os.sync()
-            for temp, final in pending:
+            for temp, final, ours in pending:
                 if self.current_stat(final.name) == expected.get(final.name):
                     os.replace(temp, final)
-                    written[final.name] = stat_key(os.stat(final))
+                    written[final.name] = ours
         finally:
-            for temp, _ in pending:
+            for temp, _, _ in pending:
                 temp.unlink(missing_ok=True)
         self._sync_directory()
         return written
