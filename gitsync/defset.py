@@ -10,6 +10,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from gitsync.kit import KitReport
 from gitsync.problems import Problem
@@ -24,6 +25,14 @@ class Checked:
     repo_path: str
     names: tuple[str, ...]
     problems: tuple[Problem, ...]
+
+
+class TreeLike(Protocol):
+    @property
+    def names(self) -> tuple[str, ...]: ...
+
+    @property
+    def problems(self) -> tuple[Problem, ...]: ...
 
 
 def target_name(repo_path: str) -> str:
@@ -47,9 +56,17 @@ def suffix_problem(repo_path: str) -> Problem | None:
     return None
 
 
+_SYMLINK = "definition file is a symbolic link"
+
+
 def symlink_problem(repo_path: str) -> Problem:
-    return Problem(repo_path, 1, 1, "error", "definition file is a symbolic link",
+    return Problem(repo_path, 1, 1, "error", _SYMLINK,
                    "commit the file itself; links could point outside the definitions path")
+
+
+def is_symlink_record(record: Checked | TreeLike) -> bool:
+    """A symbolic link's row: nothing to parse again when the rules change."""
+    return not record.names and any(p.message == _SYMLINK for p in record.problems)
 
 
 def from_report(repo_path: str, report: KitReport) -> Checked:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitsync.errors import ConfigError
 from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
 from gitsync.problems import Problem, from_dict
+
+if TYPE_CHECKING:
+    from gitsync.target_dir import Seen
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,6 +48,24 @@ CREATE TABLE IF NOT EXISTS foreign_baseline (target TEXT PRIMARY KEY, blob TEXT 
 -- Cleared in the transaction that records the apply, so a row left here means a crash interrupted it.
 CREATE TABLE IF NOT EXISTS apply_journal (
     target TEXT PRIMARY KEY, repo_path TEXT NOT NULL, old_blob TEXT, new_blob TEXT, names TEXT NOT NULL);
+-- Indexes over `tree`, kept by record_apply, so a cross-file check reads only the rows that share a job
+-- name or a target file name with what changed instead of the whole tree.
+CREATE TABLE IF NOT EXISTS tree_names (
+    name TEXT NOT NULL, repo_path TEXT NOT NULL, PRIMARY KEY (name, repo_path)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tree_names_by_path ON tree_names (repo_path);
+CREATE TABLE IF NOT EXISTS tree_targets (
+    target TEXT NOT NULL, repo_path TEXT NOT NULL, PRIMARY KEY (target, repo_path)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tree_targets_by_path ON tree_targets (repo_path);
+-- Every problem of the applied tree (a file's own and the cross-file ones) for the few files that have any.
+CREATE TABLE IF NOT EXISTS tree_problems (repo_path TEXT PRIMARY KEY, problems TEXT NOT NULL);
+-- What check_kit said about a blob under one set of rules; problems carry no path (added on use). Survives
+-- refused commits, renames and switching rules back and forth.
+CREATE TABLE IF NOT EXISTS validation (
+    blob TEXT NOT NULL, rules TEXT NOT NULL, names TEXT NOT NULL, problems TEXT NOT NULL,
+    PRIMARY KEY (blob, rules)) WITHOUT ROWID;
+-- .kit files in the target gitsync does not own, remembered by stat so they are parsed again only on change.
+CREATE TABLE IF NOT EXISTS foreign_files (
+    target TEXT PRIMARY KEY, stat TEXT NOT NULL, blob TEXT NOT NULL, names TEXT NOT NULL);
 """
 
 
@@ -125,15 +147,98 @@ class State:
     def tree(self) -> dict[str, TreeRecord]:
         with self._lock:
             rows = self._db.execute("SELECT repo_path, blob, names, problems FROM tree").fetchall()
-        return {path: TreeRecord(blob, tuple(json.loads(names)),
-                                 tuple(from_dict(p) for p in json.loads(probs)) if probs != "[]" else ())
-                for path, blob, names, probs in rows}
+        return {path: _tree_record(blob, names, probs) for path, blob, names, probs in rows}
 
     def manifest(self) -> dict[str, Owned]:
         with self._lock:
             rows = self._db.execute("SELECT target, repo_path, blob, names, stat, git_blob FROM manifest").fetchall()
         return {target: Owned(path, blob, tuple(json.loads(names)), stat, git_blob)
                 for target, path, blob, names, stat, git_blob in rows}
+
+    def tree_rows(self, paths: Iterable[str]) -> dict[str, TreeRecord]:
+        """The stored tree rows of some repo paths (missing ones are left out)."""
+        rows = self._select_in("SELECT repo_path, blob, names, problems FROM tree WHERE repo_path IN ({})", paths)
+        return {path: _tree_record(blob, names, probs) for path, blob, names, probs in rows}
+
+    def owned(self, targets: Iterable[str]) -> dict[str, Owned]:
+        """The manifest rows of some targets, for a plan over only the targets a change affects."""
+        rows = self._select_in("SELECT target, repo_path, blob, names, stat, git_blob FROM manifest "
+                               "WHERE target IN ({})", targets)
+        return {target: Owned(path, blob, tuple(json.loads(names)), stat, git_blob)
+                for target, path, blob, names, stat, git_blob in rows}
+
+    def owned_stats(self) -> dict[str, Seen]:
+        """Every owned target's stat key and blob id: what a scan compares with, without decoding whole rows."""
+        from gitsync.target_dir import Seen
+
+        with self._lock:
+            rows = self._db.execute("SELECT target, blob, stat FROM manifest").fetchall()
+        return {target: Seen(blob, stat) for target, blob, stat in rows}
+
+    def paths_named(self, names: Iterable[str]) -> dict[str, list[str]]:
+        """Job name -> the stored repo paths defining it (through the tree_names index)."""
+        found: dict[str, list[str]] = {}
+        for name, path in self._select_in("SELECT name, repo_path FROM tree_names WHERE name IN ({})", names):
+            found.setdefault(name, []).append(path)
+        return found
+
+    def paths_landing(self, targets: Iterable[str]) -> dict[str, list[str]]:
+        """Target file name -> the stored repo paths that land there."""
+        found: dict[str, list[str]] = {}
+        for target, path in self._select_in("SELECT target, repo_path FROM tree_targets WHERE target IN ({})",
+                                            targets):
+            found.setdefault(target, []).append(path)
+        return found
+
+    def open_problems(self) -> dict[str, tuple[Problem, ...]]:
+        """Every problem of the applied tree, by repo path: rows exist only for files that have one."""
+        with self._lock:
+            rows = self._db.execute("SELECT repo_path, problems FROM tree_problems").fetchall()
+        return {path: tuple(from_dict(p) for p in json.loads(probs)) for path, probs in rows}
+
+    def has_tree(self) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM tree LIMIT 1").fetchone() is not None
+
+    def validations(self, blobs: Iterable[str], rules: str) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
+        """Cached check_kit results: blob -> (job names, problems with an empty path)."""
+        rows = self._select_in("SELECT blob, names, problems FROM validation WHERE rules = ? AND blob IN ({})",
+                               blobs, rules)
+        return {blob: (tuple(json.loads(names)), _problems(probs)) for blob, names, probs in rows}
+
+    def remember_validations(self, rules: str, found: Mapping[str, tuple[tuple[str, ...], tuple[Problem, ...]]]) \
+            -> None:
+        if not found:
+            return
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO validation VALUES (?, ?, ?, ?)", (
+                (blob, rules, json.dumps(names), json.dumps([p.__dict__ for p in problems]))
+                for blob, (names, problems) in found.items()))
+
+    def foreign_files(self) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+        """Remembered foreign files: target -> (stat key, blob id, job names)."""
+        with self._lock:
+            rows = self._db.execute("SELECT target, stat, blob, names FROM foreign_files").fetchall()
+        return {target: (stat, blob, tuple(json.loads(names))) for target, stat, blob, names in rows}
+
+    def remember_foreign(self, files: Mapping[str, tuple[str, str, tuple[str, ...]] | None]) -> None:
+        """Store (or with None, forget) foreign files."""
+        if not files:
+            return
+        with self.transaction() as db:
+            db.executemany("DELETE FROM foreign_files WHERE target = ?", ((t,) for t, v in files.items() if v is None))
+            db.executemany("INSERT OR REPLACE INTO foreign_files VALUES (?, ?, ?, ?)", (
+                (t, v[0], v[1], json.dumps(v[2])) for t, v in files.items() if v is not None))
+
+    def _select_in(self, sql: str, keys: Iterable[str], *params: str) -> list[tuple[Any, ...]]:
+        """Rows for `WHERE x IN (keys)`, in chunks below SQLite's variable limit."""
+        keys = sorted(set(keys))
+        rows: list[tuple[Any, ...]] = []
+        with self._lock:
+            for at in range(0, len(keys), 500):
+                chunk = keys[at:at + 500]
+                rows += self._db.execute(sql.format(", ".join("?" * len(chunk))), (*params, *chunk)).fetchall()
+        return rows
 
     def owned_count(self) -> int:
         with self._lock:
@@ -155,8 +260,10 @@ class State:
         return {t: JournalRow(t, path, old, new, tuple(json.loads(names))) for t, path, old, new, names in rows}
 
     def record_apply(self, *, tree: Mapping[str, TreeRecord | None] | None, owned: Mapping[str, Owned | None],
-                     meta: Mapping[str, Any], end_apply: bool = False) -> None:
-        """Commit one apply: change the tree rows given (None removes one), the manifest rows, and meta keys;
+                     meta: Mapping[str, Any], end_apply: bool = False,
+                     problems: Mapping[str, tuple[Problem, ...]] | None = None) -> None:
+        """Commit one apply: change the tree rows given (None removes one) and their name indexes, the open
+        problems of the paths in `problems` (an empty tuple clears a path), the manifest rows, and meta keys;
         `end_apply` also clears the journal in the same transaction."""
         with self.transaction() as db:
             if end_apply:
@@ -167,10 +274,22 @@ class State:
                 db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?)", (
                     (path, rec.blob, json.dumps(rec.names), json.dumps([p.__dict__ for p in rec.problems]))
                     for path, rec in tree.items() if rec is not None))
+                db.executemany("DELETE FROM tree_names WHERE repo_path = ?", ((p,) for p in tree))
+                db.executemany("INSERT OR IGNORE INTO tree_names VALUES (?, ?)", (
+                    (name, path) for path, rec in tree.items() if rec is not None for name in rec.names))
+                db.executemany("DELETE FROM tree_targets WHERE repo_path = ?", ((p,) for p in tree))
+                db.executemany("INSERT OR IGNORE INTO tree_targets VALUES (?, ?)", (
+                    (posixpath.basename(path), path) for path, rec in tree.items() if rec is not None))
+            if problems:
+                db.executemany("DELETE FROM tree_problems WHERE repo_path = ?", ((p,) for p, f in problems.items()
+                                                                                if not f))
+                db.executemany("INSERT OR REPLACE INTO tree_problems VALUES (?, ?)", (
+                    (path, json.dumps([p.__dict__ for p in found])) for path, found in problems.items() if found))
             db.executemany("DELETE FROM manifest WHERE target = ?", ((t,) for t, o in owned.items() if o is None))
             db.executemany("INSERT OR REPLACE INTO manifest VALUES (?, ?, ?, ?, ?, ?)", (
                 (t, o.repo_path, o.blob, json.dumps(o.names), o.stat, o.base)
                 for t, o in owned.items() if o is not None))
+            db.executemany("DELETE FROM foreign_files WHERE target = ?", ((t,) for t, o in owned.items() if o))
             _set_meta(db, meta)
 
     # -- history ------------------------------------------------------------------------------------
@@ -187,6 +306,14 @@ class State:
             rows = self._db.execute("SELECT started, duration, from_commit, to_commit, result, written, removed,"
                                     " message FROM history ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [HistoryRow(*row) for row in rows]
+
+
+def _problems(text: str) -> tuple[Problem, ...]:
+    return tuple(from_dict(p) for p in json.loads(text)) if text != "[]" else ()
+
+
+def _tree_record(blob: str, names: str, problems: str) -> TreeRecord:
+    return TreeRecord(blob, tuple(json.loads(names)), _problems(problems))
 
 
 def _set_meta(db: sqlite3.Connection, values: Mapping[str, Any]) -> None:

@@ -12,18 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gitsync import defset, faults
 from gitsync.config import Settings
 from gitsync.cycle import StepFailure, Steps
 from gitsync.errors import ConfigError, GitError
 from gitsync.gitrepo import APPLIED_REF, Change, GitMirror
-from gitsync.kit import KitReport, check_kit
+from gitsync.kit import check_kit
 from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
 from gitsync.outbox import Outbox
 from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
@@ -31,10 +30,14 @@ from gitsync.problems import Problem
 from gitsync.state import State, StateLock, problems_json
 from gitsync.target_dir import DirectoryTarget, Seen
 
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
+
 log = logging.getLogger("gitsync.sync")
 
 Result = Literal["synced", "partial", "noop", "invalid", "refused", "error"]
 _PARALLEL_PARSE_THRESHOLD = 400
+_BATCH = 2000  # blobs read and checked at a time: bounds memory on a 100,000-file first sync
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Prepared:
     refusal: str | None
     seen: dict[str, Seen]
     touched: frozenset[str]  # tree rows that differ from the stored tree (changed in git or checked again)
+    #: Every problem of the paths whose problems were worked out again (an empty tuple: none any more).
+    path_problems: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,7 +92,12 @@ class Syncer:
         self.target = target
         #: Targets whose local change is on its way to git (push-back); the pull leaves them alone.
         self.pending: Callable[[], Mapping[str, str]] = dict
+        #: Target files that may have changed locally since the last look (the agent's watcher), or None when
+        #: nobody watched: then every file is `stat`ed and compared with the manifest.
+        self.dirty: Callable[[], set[str] | None] = lambda: None
         self._lock: StateLock | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._leftovers_removed = False
         self._check_state_matches_target()
 
     @classmethod
@@ -110,6 +120,9 @@ class Syncer:
         return syncer
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self.mirror.close()
         self.state.close()
         if self._lock is not None:
@@ -126,52 +139,184 @@ class Syncer:
 
     # -- deciding -----------------------------------------------------------------------------------
     def prepare(self, head: str, *, force: bool = False, allow_mass_delete: bool = False) -> Prepared:
+        """Decide what `head` means for the target, reading only what the change touches (see `dirty` for the
+        local side). A first sync, a new repo.path, a lost applied commit or changed rules check everything."""
         s = self.settings
         applied = self.state.get("applied_commit")
-        old_tree = self.state.tree()
-        if not old_tree and not self.mirror.path_exists(head, s.repo_path):
+        rules = self._validation_key()
+        if not self.state.has_tree() and not self.mirror.path_exists(head, s.repo_path):
             raise ConfigError(f"repo.path {s.repo_path!r} does not exist in commit {head[:12]}; "
                               "set repo.path to the folder that holds the .kit files")
-        changes = self._changes(applied, head, old_tree)
-        tree = dict(old_tree)
+        changes, whole_tree = self._changes(applied, head)
+        rechecking = whole_tree is not None or self.state.get("validated_with") != rules
+        if rechecking and whole_tree is None:
+            whole_tree = self.state.tree()
+        fresh: dict[str, TreeRecord | None] = {}
         to_parse: list[tuple[str, str]] = []
         for change in changes:
             if change.blob is None:
-                tree.pop(change.path, None)
+                fresh[change.path] = None
             elif change.mode == "120000":
-                tree[change.path] = TreeRecord(change.blob, (), (defset.symlink_problem(change.path),))
+                fresh[change.path] = TreeRecord(change.blob, (), (defset.symlink_problem(change.path),))
             elif change.mode != "160000":
                 to_parse.append((change.path, change.blob))
-        if self.state.get("validated_with", self._validation_key()) != self._validation_key():
-            parsing = {path for path, _ in to_parse}  # the rules changed (--strict, size): check every file again
-            to_parse += [(path, rec.blob) for path, rec in tree.items() if path not in parsing and rec.names]
+        if rechecking:  # the rules changed (--strict, size) or nothing is known: check every file again
+            assert whole_tree is not None
+            parsing = {path for path, _ in to_parse} | set(fresh)
+            to_parse += [(path, rec.blob) for path, rec in whole_tree.items()
+                         if path not in parsing and not defset.is_symlink_record(rec)]
         blobs = dict(to_parse)
-        for path, report in self._check_blobs(to_parse).items():
-            tree[path] = TreeRecord(blobs[path], report.names, tuple(p.at(path) for p in report.problems))
+        for path, (names, found) in self._check_blobs(to_parse).items():
+            fresh[path] = TreeRecord(blobs[path], names, tuple(p.at(path) for p in found))
+        if whole_tree is not None:
+            return self._prepare_whole(head, applied, changes, whole_tree, fresh, force, allow_mass_delete)
+        return self._prepare_change(head, applied, changes, fresh, force, allow_mass_delete)
+
+    def _prepare_whole(self, head: str, applied: str | None, changes: list[Change], old_tree: Mapping[str, TreeRecord],
+                       fresh: Mapping[str, TreeRecord | None], force: bool, allow_mass_delete: bool) -> Prepared:
+        """Everything checked and planned: the first sync, and after the rules changed."""
+        tree = {p: r for p, r in {**old_tree, **fresh}.items() if r is not None}
         owned = self.state.manifest()
         problems = defset.check_set((defset.Checked(p, r.names, r.problems) for p, r in tree.items()),
                                     changed=_not_in_place(tree, owned))
-        invalid = frozenset(defset.error_paths(problems))
-        seen = self.target.scan(owned)
+        seen = self.target.scan(self._known(owned))
+        foreign = self._refresh_foreign(seen, owned, tree, set(seen) | set(self.state.foreign_files()))[0]
+        plan, refusal = self._plan(tree, problems, owned, seen, foreign, force, allow_mass_delete, lambda: len(owned))
+        stale = {path: () for path in self.state.open_problems() if path not in tree}
+        return Prepared(head, applied, tuple(changes), tree, _flat(problems), frozenset(defset.error_paths(problems)),
+                        plan, refusal, seen, frozenset(tree) | set(old_tree) | set(fresh),
+                        {**stale, **{path: tuple(found) for path, found in problems.items()}})
+
+    def _prepare_change(self, head: str, applied: str | None, changes: list[Change],
+                        fresh: Mapping[str, TreeRecord | None], force: bool, allow_mass_delete: bool) -> Prepared:
+        """Only the changed files, the files sharing a job or file name with them, and the targets these, the
+        outbox, open findings and local changes name: rows are read by index, never the whole tree."""
+        state = self.state
+        old = state.tree_rows(fresh)
+        tree: dict[str, TreeRecord] = {p: r for p, r in fresh.items() if r is not None}
+
+        def load(paths: Iterable[str]) -> None:
+            missing = {p for p in paths if p not in tree and p not in fresh}
+            tree.update(state.tree_rows(missing))
+
+        def group_members(records: Iterable[tuple[str, TreeRecord]]) -> set[str]:
+            names: set[str] = set()
+            targets: set[str] = set()
+            for path, rec in records:
+                names.update(rec.names)
+                targets.add(defset.target_name(path))
+            stored = {p for found in state.paths_named(names).values() for p in found}
+            stored |= {p for found in state.paths_landing(targets).values() for p in found}
+            return {p for p in stored if fresh.get(p, True) is not None}  # not the ones deleted now
+
+        # A: files whose problems may change; B: every file sharing a name with one of A, to judge A completely.
+        affected = set(tree) | group_members([*old.items(), *tree.items()])
+        load(affected)
+        judged = affected | group_members((p, tree[p]) for p in affected)
+        load(judged)
+        owned_judged = state.owned({defset.target_name(p) for p in judged})
+        checked = defset.check_set((defset.Checked(p, tree[p].names, tree[p].problems) for p in judged),
+                                   changed=_not_in_place({p: tree[p] for p in judged}, owned_judged))
+        path_problems = {p: tuple(checked[p]) if p in tree else () for p in affected | set(fresh)}
+        problems = {p: list(found) for p, found in state.open_problems().items()}
+        problems.update({p: list(found) for p, found in path_problems.items()})
+        problems = {p: found for p, found in problems.items() if found}
+
+        scope = {defset.target_name(p) for p in affected | set(fresh)}
+        scope |= set(self.pending()) | {f["target"] for f in state.get("findings", [])} | set(state.get("replan") or ())
+        local = self.dirty()
+        if local is None:  # nobody watched: stat every file, compared with the manifest without loading it whole
+            known = self._known(state.owned_stats())
+            everything = self.target.scan(known)
+            scope |= {t for t, have in everything.items() if t not in known or known[t] != have}
+            scope |= {t for t in known if t not in everything}
+        scope = {t for t in scope if t.endswith(defset.KIT_SUFFIX)} | {t for t in local or ()}
+
+        def look(targets: set[str]) -> tuple[dict[str, Owned], dict[str, Seen]]:
+            mine = state.owned(targets)
+            if local is None:
+                return mine, {t: everything[t] for t in targets if t in everything}
+            return mine, self.target.scan_names(targets, self._known(mine))
+
+        owned, seen = look(scope)
+        foreign, renamed = self._refresh_foreign(seen, owned, {}, scope)
+        extra = {defset.target_name(p) for found in state.paths_named(renamed).values() for p in found} - scope
+        if extra:  # targets whose job names a foreign file took or gave back
+            more_owned, more_seen = look(extra)
+            owned.update(more_owned)
+            seen.update(more_seen)
+            scope |= extra
+        landing = {target: set(paths) for target, paths in state.paths_landing(scope).items()}
+        for path, rec in fresh.items():
+            target = defset.target_name(path)
+            if rec is None:
+                landing.get(target, set()).discard(path)
+            elif target in scope:
+                landing.setdefault(target, set()).add(path)
+        load(p for found in landing.values() for p in found)
+        planned = {p: tree[p] for found in landing.values() for p in found if p in tree}
+        plan, refusal = self._plan(planned, problems, owned, seen, foreign, force, allow_mass_delete,
+                                   state.owned_count)
+        return Prepared(head, applied, tuple(changes), tree, _flat(problems), frozenset(defset.error_paths(problems)),
+                        plan, refusal, seen, frozenset(fresh), path_problems)
+
+    def _plan(self, tree: Mapping[str, TreeRecord], problems: Mapping[str, list[Problem]],
+              owned: Mapping[str, Owned], seen: Mapping[str, Seen], foreign: Mapping[str, str], force: bool,
+              allow_mass_delete: bool, owned_count: Callable[[], int]) -> tuple[Plan, str | None]:
+        invalid = defset.error_paths(problems)
         desired = {defset.target_name(p): Desired(p, r.blob, r.names) for p, r in tree.items() if p not in invalid}
-        hold = {defset.target_name(p): f"{p} is invalid; the last good version stays" for p in invalid}
-        hold.update(self._foreign_clashes(desired, owned, seen))
+        hold = {defset.target_name(p): f"{p} is invalid; the last good version stays" for p in tree if p in invalid}
+        hold.update(_foreign_clashes(desired, foreign))
         plan = make_plan(desired, owned, {t: v.blob for t, v in seen.items()}, hold=hold, pending=self.pending(),
                          force=force)
-        refusal = mass_delete_refusal(plan, len(owned), s.sync_max_delete_share, allow_mass_delete)
-        flat = tuple(sorted(p for found in problems.values() for p in found))
-        touched = frozenset(path for path, _ in to_parse) | {c.path for c in changes}
-        return Prepared(head, applied, tuple(changes), tree, flat, invalid, plan, refusal, seen, touched)
+        if not plan.of("delete"):
+            return plan, None
+        return plan, mass_delete_refusal(plan, owned_count(), self.settings.sync_max_delete_share, allow_mass_delete)
+
+    def _known(self, owned: Mapping[str, Owned | Seen]) -> dict[str, Seen]:
+        """What each target file held when last looked at (owned, or foreign and remembered), by stat."""
+        known = {t: Seen(blob, stat) for t, (stat, blob, _) in self.state.foreign_files().items()}
+        known.update({t: Seen(o.blob, o.stat) for t, o in owned.items()})
+        return known
+
+    def _refresh_foreign(self, seen: Mapping[str, Seen], owned: Mapping[str, Owned],
+                         tree: Mapping[str, TreeRecord], scope: Iterable[str]) -> tuple[dict[str, str], set[str]]:
+        """Job name -> foreign file defining it, re-parsing only the foreign files in `scope` whose stat changed.
+        Also returns the job names that moved (a foreign file came, went or changed)."""
+        remembered = self.state.foreign_files()
+        wanted = {defset.target_name(p): r.blob for p, r in tree.items()}
+        changes: dict[str, tuple[str, str, tuple[str, ...]] | None] = {}
+        moved: set[str] = set()
+        for name in scope:
+            have, before = seen.get(name), remembered.get(name)
+            if have is None or name in owned or wanted.get(name) == have.blob:
+                if before is not None:
+                    changes[name] = None
+                    moved.update(before[2])
+                continue
+            if before is not None and before[0] == have.stat:
+                continue
+            data = self.target.read(name)
+            names = check_kit(data, name).names if data is not None else ()
+            changes[name] = (have.stat, have.blob, names)
+            moved.update(names)
+            moved.update(before[2] if before else ())
+        self.state.remember_foreign(changes)
+        remembered.update(changes)  # type: ignore[arg-type]
+        foreign = {job: target for target, row in remembered.items() if row is not None for job in row[2]}
+        return foreign, moved
 
     def _validation_key(self) -> str:
-        return f"strict={self.settings.sync_strict} max_file_size={self.settings.sync_max_file_size}"
+        return f"strict={self.settings.sync_strict} max_file_size={self.settings.sync_max_file_size} index=2"
 
     def recover(self) -> None:
         """Finish the books of an apply a crash interrupted: a journalled file that holds what the apply was
         writing is gitsync's (whatever the branch holds now); one it was deleting and that is gone is
         forgotten; anything else was not touched by the apply, or was changed by someone since, and capture
         judges it against the manifest as usual."""
-        self.target.remove_leftovers()
+        if not self._leftovers_removed:  # only a crash leaves temp files, and a crash means a new process
+            self.target.remove_leftovers()
+            self._leftovers_removed = True
         journal = self.state.journal()
         if not journal and not self.state.get("apply_in_progress"):
             return
@@ -183,56 +328,52 @@ class Syncer:
                 owned[row.target] = Owned(row.repo_path, row.new_blob, row.names, have.stat, row.new_blob)
             elif row.new_blob is None and have is None:
                 owned[row.target] = None
-        self.state.record_apply(tree=None, owned=owned, meta={}, end_apply=True)
+        self.state.record_apply(tree=None, owned=owned, meta={"replan": sorted(journal)}, end_apply=True)
         log.warning("recovered an apply a crash interrupted: %d of %d file(s) it had touched are gitsync's",
                     len(owned), len(journal))
 
-    def _changes(self, applied: str | None, head: str, old_tree: Mapping[str, TreeRecord]) -> list[Change]:
+    def _changes(self, applied: str | None, head: str) -> tuple[list[Change], dict[str, TreeRecord] | None]:
+        """The definition files that differ from the applied tree; the whole stored tree too when git's diff
+        cannot say (first sync, a new repo.path, the applied commit gone), else None."""
         path = self.settings.repo_path
         same_path = self.state.get("applied_path", path) == path
         if applied == head and same_path:
-            return []
+            return [], None
+        old_tree = None
         if applied and same_path and self.mirror.has_commit(applied):
             changes = self.mirror.diff(applied, head, path)
         else:  # first sync, a new repo.path, or the applied commit is gone: compare whole trees by blob id
+            old_tree = self.state.tree()
             now = self.mirror.list_tree(head, path)
             changes = [Change("M", p, e.blob, e.mode) for p, e in now.items()
                        if p not in old_tree or old_tree[p].blob != e.blob]
             changes += [Change("D", p, None, "") for p in old_tree if p not in now]
-        return [c for c in changes if defset.is_definition_path(c.path)]
+        return [c for c in changes if defset.is_definition_path(c.path)], old_tree
 
-    def _check_blobs(self, items: list[tuple[str, str]]) -> dict[str, KitReport]:
+    def _check_blobs(self, items: list[tuple[str, str]]) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
+        """Each file's job names and own problems (with an empty path), from the validation cache where this blob
+        was checked under these rules before; the rest are read in batches and checked, over all cores when many."""
+        rules = self._validation_key()
+        known = self.state.validations({blob for _, blob in items}, rules)
+        todo = list(dict.fromkeys(blob for _, blob in items if blob not in known))
+        for at in range(0, len(todo), _BATCH):
+            found = self._validate(todo[at:at + _BATCH], len(todo))
+            self.state.remember_validations(rules, found)
+            known.update(found)
+        return {path: known[blob] for path, blob in items}
+
+    def _validate(self, blobs: list[str], total: int) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
         s = self.settings
-        contents = [(path, self.mirror.read_blob(blob)) for path, blob in items]
-        if len(contents) < _PARALLEL_PARSE_THRESHOLD or (os.cpu_count() or 1) < 2:
-            return {path: check_kit(data, path, strict=s.sync_strict, max_size=s.sync_max_file_size)
-                    for path, data in contents}
-        workers = min(os.cpu_count() or 2, 8)
-        chunk = max(1, len(contents) // (workers * 4))
-        with ProcessPoolExecutor(workers) as pool:
-            reports = pool.map(_check_one, ((p, d, s.sync_strict, s.sync_max_file_size) for p, d in contents),
-                               chunksize=chunk)
-            return {path: report for (path, _), report in zip(contents, reports, strict=True)}
+        jobs = [(blob, data, s.sync_strict, s.sync_max_file_size) for blob, data in self.mirror.read_blobs(blobs)]
+        if total < _PARALLEL_PARSE_THRESHOLD or (os.cpu_count() or 1) < 2:
+            reports = [check_kit(data, "", strict=strict, max_size=size) for _, data, strict, size in jobs]
+        else:
+            from gitsync import validation_pool
 
-    def _foreign_clashes(self, desired: Mapping[str, Desired], owned: Mapping[str, Owned],
-                         seen: Mapping[str, Seen]) -> dict[str, str]:
-        """Repo files whose job names a file gitsync does not own already defines: Farm would keep one."""
-        foreign_names: dict[str, str] = {}
-        for name in seen:
-            if name in owned or (name in desired and desired[name].blob == seen[name].blob):
-                continue
-            data = self.target.read(name)
-            if data is not None:
-                for job in check_kit(data, name).names:
-                    foreign_names[job] = name
-        clashes: dict[str, str] = {}
-        for target, want in desired.items():
-            for job in want.names:
-                other = foreign_names.get(job)
-                if other and other != target:
-                    clashes[target] = (f"job {job!r} is already defined by {other}, which gitsync does not own; "
-                                       f"{want.repo_path} is not synced until one of them is renamed or removed")
-        return clashes
+            if self._pool is None:
+                self._pool = validation_pool.start()
+            reports = validation_pool.check_all(self._pool, jobs)
+        return {job[0]: (report.names, report.problems) for job, report in zip(jobs, reports, strict=True)}
 
     # -- doing --------------------------------------------------------------------------------------
     def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
@@ -292,8 +433,9 @@ class Syncer:
                 for a in [*writes, *deletes]])
             faults.reached("apply.journalled")
         planned = {t: seen.stat for t, seen in p.seen.items()}
-        stats = self.target.write_many(((a.target, self.mirror.read_blob(str(a.blob))) for a in writes), planned,
-                                       batch=len(writes) > 64) if writes else {}
+        contents = self.mirror.read_blobs([str(a.blob) for a in writes])  # one cat-file for all of them
+        stats = self.target.write_many(((a.target, data) for a, (_, data) in zip(writes, contents, strict=True)),
+                                       planned, batch=len(writes) > 64) if writes else {}
         for a in writes:
             if a.target in stats:
                 owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, stats[a.target])
@@ -308,7 +450,7 @@ class Syncer:
         faults.reached("apply.written")
         self.state.record_apply(tree={path: p.tree.get(path) for path in p.touched}, owned=owned, meta={
             "applied_commit": p.head, "applied_path": self.settings.repo_path,
-            "validated_with": self._validation_key()}, end_apply=True)
+            "validated_with": self._validation_key(), "replan": None}, end_apply=True, problems=p.path_problems)
         faults.reached("apply.recorded")
         self.mirror.update_ref(APPLIED_REF, p.head)
         base.applied = p.head
@@ -364,9 +506,20 @@ def _not_in_place(tree: Mapping[str, TreeRecord], owned: Mapping[str, Owned]) ->
     return fresh
 
 
-def _check_one(args: tuple[str, bytes, bool, int]) -> KitReport:
-    path, data, strict, max_size = args
-    return check_kit(data, path, strict=strict, max_size=max_size)
+def _foreign_clashes(desired: Mapping[str, Desired], foreign: Mapping[str, str]) -> dict[str, str]:
+    """Repo files whose job names a file gitsync does not own already defines: Farm would keep one."""
+    clashes: dict[str, str] = {}
+    for target, want in desired.items():
+        for job in want.names:
+            other = foreign.get(job)
+            if other and other != target:
+                clashes[target] = (f"job {job!r} is already defined by {other}, which gitsync does not own; "
+                                   f"{want.repo_path} is not synced until one of them is renamed or removed")
+    return clashes
+
+
+def _flat(problems: Mapping[str, list[Problem]]) -> tuple[Problem, ...]:
+    return tuple(sorted(p for found in problems.values() for p in found))
 
 
 def _normalise_url(url: str) -> str:

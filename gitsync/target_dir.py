@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Protocol
 
 from gitsync.defset import KIT_SUFFIX
@@ -78,6 +79,28 @@ class DirectoryTarget:
                 data = self.read(entry.name)
                 if data is not None:
                     found[entry.name] = Seen(blob_id(data), key)
+        return found
+
+    def scan_names(self, names: Iterable[str], known: Mapping[str, Recorded]) -> dict[str, Seen]:
+        """Like `scan`, for only these file names (one `stat` each): what a change or the watcher named."""
+        found: dict[str, Seen] = {}
+        for name in names:
+            if not name.endswith(KIT_SUFFIX) or name.startswith(".") or "/" in name:
+                continue
+            try:
+                st = os.stat(self.directory / name)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if not S_ISREG(st.st_mode):
+                continue
+            key = stat_key(st)
+            previous = known.get(name)
+            if previous is not None and previous.stat == key:
+                found[name] = Seen(previous.blob, key)
+                continue
+            data = self.read(name)
+            if data is not None:
+                found[name] = Seen(blob_id(data), key)
         return found
 
     def read(self, name: str) -> bytes | None:
