@@ -1,0 +1,189 @@
+"""One pull sync into a jobs service: fetch, read the commit's definitions, validate all of them, apply.
+
+The same shape as sync.py's directory sync, with definitions instead of files: every `.kit` file
+under `repo.path` (and the target's `include` globs) is checked exactly as for a directory, and with
+`sync.on_invalid = refuse` (the default) a commit with any error makes no call at all. Validation
+results are cached by blob id, so a sync after a one-file commit parses one file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from gitsync import defset
+from gitsync.api_plan import Wanted, wanted_from_kit
+from gitsync.api_target import ApiTarget
+from gitsync.config import Settings
+from gitsync.errors import ConfigError, GitError, GitsyncError
+from gitsync.gitrepo import GitMirror
+from gitsync.kit import check_kit
+from gitsync.problems import Problem
+from gitsync.state import HistoryRow, State, problems_json
+from gitsync.sync import SyncResult
+
+log = logging.getLogger("gitsync.api")
+
+
+@dataclass(frozen=True)
+class _Checked:
+    names: tuple[str, ...]
+    problems: tuple[Problem, ...]
+    wanted: Mapping[str, Wanted]
+
+
+@dataclass(frozen=True)
+class CommitDefinitions:
+    """A commit's definitions for one target, after validating all of them."""
+
+    wanted: dict[str, Wanted]
+    problems: tuple[Problem, ...]
+    invalid: frozenset[str]  # repo paths with an error
+    invalid_names: frozenset[str]  # job names those files define (when they parse)
+
+
+def matches(path: str, include: tuple[str, ...]) -> bool:
+    """`include` globs are relative to repo.path; `*` and `**` both cross folders. No globs: everything."""
+    return not include or any(fnmatch.fnmatchcase(path, pattern) for pattern in include)
+
+
+class ApiSyncer:
+    """Pulls one branch of one repo into one jobs service."""
+
+    def __init__(self, settings: Settings, state: State, mirror: GitMirror, target: ApiTarget, *,
+                 include: tuple[str, ...] = ()) -> None:
+        self.settings = settings
+        self.state = state
+        self.mirror = mirror
+        self.target = target
+        self.include = include
+        #: Runs right before every call that changes the service; raises to stop (see ha.py).
+        self.guard: Callable[[], None] = lambda: None
+        #: Names whose change on the service is on its way to git; the pull leaves them alone.
+        self.pending: Callable[[], Mapping[str, str]] = dict
+        self._cache: dict[str, _Checked] = {}
+
+    def close(self) -> None:
+        self.target.client.close()
+        self.mirror.close()
+        self.state.close()
+
+    # -- reading the commit ---------------------------------------------------------------------------
+    def definitions(self, head: str) -> CommitDefinitions:
+        s = self.settings
+        if not self.mirror.path_exists(head, s.repo_path):
+            raise ConfigError(f"repo.path {s.repo_path!r} does not exist in commit {head[:12]}; "
+                              "set repo.path to the folder that holds the .kit files")
+        prefix = f"{s.repo_path.rstrip('/')}/" if s.repo_path else ""
+        checked: dict[str, _Checked] = {}
+        for path, entry in self.mirror.list_tree(head, s.repo_path).items():
+            if not defset.is_definition_path(path) or not matches(path[len(prefix):], self.include):
+                continue
+            if entry.mode == "120000":
+                checked[path] = _Checked((), (defset.symlink_problem(path),), {})
+            elif entry.mode != "160000":
+                checked[path] = self._check(path, entry.blob)
+        problems: dict[str, list[Problem]] = {p: [x.at(p) for x in c.problems] for p, c in checked.items()}
+        by_name: dict[str, list[str]] = {}
+        for path, c in checked.items():
+            for name in c.names:
+                by_name.setdefault(name, []).append(path)
+        for name, paths in by_name.items():
+            if len(paths) > 1:
+                for path in paths:
+                    other = next(p for p in sorted(paths) if p != path)
+                    problems[path].append(Problem(path, 1, 1, "error", f"job name {name!r} is also defined in "
+                                                  f"{other}; the jobs service would keep only one",
+                                                  "rename or remove one of the definitions"))
+        invalid = frozenset(defset.error_paths(problems))
+        wanted = {n: w for p, c in checked.items() if p not in invalid for n, w in c.wanted.items()}
+        invalid_names = frozenset(n for p in invalid for n in checked[p].names)
+        flat = tuple(sorted(x for found in problems.values() for x in found))
+        return CommitDefinitions(wanted, flat, invalid, invalid_names)
+
+    def _check(self, path: str, blob: str) -> _Checked:
+        cached = self._cache.get(blob)
+        if cached is None:
+            s = self.settings
+            data = self.mirror.read_blob(blob)
+            report = check_kit(data, path, strict=s.sync_strict, max_size=s.sync_max_file_size)
+            cached = _Checked(report.names, report.problems, wanted_from_kit(path, data) if report.ok else {})
+            self._cache[blob] = cached
+        if any(w.repo_path != path for w in cached.wanted.values()):  # the same content at another path
+            cached = _Checked(cached.names, cached.problems,
+                              {n: Wanted(path, w.definition, w.fingerprint) for n, w in cached.wanted.items()})
+        return cached
+
+    # -- syncing --------------------------------------------------------------------------------------
+    def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+        started, wall = time.monotonic(), time.time()
+        applied = self.state.get("applied_commit")
+        try:
+            head = self.mirror.fetch()
+            result = self._apply(head, applied, force=force, allow_mass_delete=allow_mass_delete)
+        except (GitError, ConfigError) as exc:
+            result = SyncResult("error", applied=applied, message=str(exc))
+        except GitsyncError as exc:  # the jobs service: down, wrong key, refused a definition
+            result = SyncResult("error", applied=applied, message=str(exc))
+        result.duration = time.monotonic() - started
+        self._record(result, wall, previous=applied)
+        return result
+
+    def _apply(self, head: str, applied: str | None, *, force: bool, allow_mass_delete: bool) -> SyncResult:
+        s = self.settings
+        found = self.definitions(head)
+        result = SyncResult("noop", head=head, applied=applied, problems=list(found.problems))
+        if found.invalid and s.sync_on_invalid == "refuse":
+            errors = [x for x in found.problems if x.severity == "error"]
+            result.result = "invalid"
+            result.message = (f"commit {head[:12]} not applied: {len(errors)} error(s) in {len(found.invalid)} "
+                              f"file(s); {(applied or 'nothing')[:12]} stays in place. First: {errors[0].format()}")
+            return result
+        recorded = self.target.record.applied()
+        hold = {n: f"{r.repo_path} is invalid; the last good version stays" for n, r in recorded.items()
+                if r.repo_path in found.invalid}
+        hold.update({n: "its file is invalid; the last good version stays" for n in found.invalid_names})
+        outcome = self.target.apply(found.wanted, hold=hold, pending=self.pending(), force=force,
+                                    allow_mass_delete=allow_mass_delete, max_delete_share=s.sync_max_delete_share,
+                                    guard=self.guard)
+        result.findings = list(outcome.plan.findings)
+        result.written, result.removed = outcome.saved, outcome.removed
+        if outcome.refusal:
+            result.result, result.message = "refused", outcome.refusal
+        elif outcome.error:
+            result.result, result.message = "error", outcome.error
+        else:
+            self.state.set(applied_commit=head)
+            result.applied = head
+            held = [f for f in outcome.plan.findings if f.kind in ("held", "foreign")]
+            result.result = "partial" if held else ("synced" if outcome.saved or outcome.removed or head != applied
+                                                    else "noop")
+        return result
+
+    def _record(self, r: SyncResult, wall: float, previous: str | None) -> None:
+        meta: dict[str, object] = {
+            "last_attempt_at": wall, "last_result": r.result, "last_message": r.message, "head_commit": r.head,
+            "consecutive_failures": 0 if r.ok else int(self.state.get("consecutive_failures", 0)) + 1}
+        if r.head is not None:
+            meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings])
+        if r.ok:
+            meta["last_success_at"] = wall
+            if r.result != "noop" or self.state.get("applied_at") is None:
+                meta["applied_at"] = wall
+                meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
+        self.state.set(**meta)
+        if r.result != "noop":
+            self.state.add_history(HistoryRow(wall, r.duration, previous, r.head, r.result, len(r.written),
+                                              len(r.removed), r.message))
+        span = (previous or "nothing")[:12] if r.head in (None, previous) else \
+            f"{(previous or 'empty')[:12]}..{(r.head or '')[:12]}"
+        line = (f"sync {span} -> {self.target.describe()}: {r.result}, {len(r.written)} saved, "
+                f"{len(r.removed)} removed ({r.duration:.2f} s)")
+        if r.message:
+            line += f": {r.message}"
+        (log.info if r.ok else log.error)(line)
+        for finding in r.findings:
+            log.warning("%s: %s", finding.kind, finding.detail)
