@@ -20,9 +20,11 @@ from gitsync.api_target import ApiTarget
 from gitsync.config import Settings
 from gitsync.errors import ConfigError, GitError, GitsyncError
 from gitsync.gitrepo import GitMirror
+from gitsync.jobs_api import JobsApiClient
 from gitsync.kit import check_kit
 from gitsync.problems import Problem
-from gitsync.state import HistoryRow, State, problems_json
+from gitsync.secrets import Secret
+from gitsync.state import HistoryRow, State, StateLock, problems_json
 from gitsync.sync import SyncResult
 
 log = logging.getLogger("gitsync.api")
@@ -65,11 +67,44 @@ class ApiSyncer:
         #: Names whose change on the service is on its way to git; the pull leaves them alone.
         self.pending: Callable[[], Mapping[str, str]] = dict
         self._cache: dict[str, _Checked] = {}
+        self._lock: StateLock | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiSyncer:
+        """The syncer `gitsync sync`, `plan` and `run` use for `target.kind = "jobs-api"`."""
+        from gitsync.api_store import ApiRecord
+        from gitsync.credentials import credentials_from
+        from gitsync.state import StateLock
+        from gitsync.sync import _normalise_url
+
+        settings.require("repo.url", "target.url")
+        if not (settings.target_api_key_file or settings.target_api_key_env):
+            raise ConfigError("target.kind = jobs-api needs the jobs service's api_key: set target.api_key_file "
+                              "(GITSYNC_TARGET_API_KEY_FILE) or target.api_key_env (GITSYNC_TARGET_API_KEY_ENV)")
+        state_dir = settings.state_path
+        lock = StateLock(state_dir)
+        try:
+            state = State(state_dir)
+            _claim(state, settings.target_url)
+            mirror = GitMirror(state_dir / "mirror.git", _normalise_url(settings.repo_url), settings.repo_branch,
+                               credentials=credentials_from(settings), timeout=settings.sync_timeout,
+                               depth=settings.repo_fetch_depth)
+            client = JobsApiClient(settings.target_url, api_key_reader(settings), timeout=settings.target_timeout)
+            target = ApiTarget("default", client, ApiRecord(state, "default"),
+                               prune="all" if settings.target_prune == "all" else "owned")
+            syncer = cls(settings, state, mirror, target)
+        except BaseException:
+            lock.release()
+            raise
+        syncer._lock = lock
+        return syncer
 
     def close(self) -> None:
         self.target.client.close()
         self.mirror.close()
         self.state.close()
+        if self._lock is not None:
+            self._lock.release()
 
     # -- reading the commit ---------------------------------------------------------------------------
     def definitions(self, head: str) -> CommitDefinitions:
@@ -187,3 +222,37 @@ class ApiSyncer:
         (log.info if r.ok else log.error)(line)
         for finding in r.findings:
             log.warning("%s: %s", finding.kind, finding.detail)
+
+
+def api_key_reader(settings: Settings) -> Callable[[], Secret]:
+    """Reads the API key again on every call (a rotated secret needs no restart); warns once about Farm's
+    well-known default key."""
+    from gitsync import farm
+    from gitsync.credentials import read_secret
+
+    warned = False
+
+    def read() -> Secret:
+        nonlocal warned
+        key = read_secret(settings.target_api_key_file, settings.target_api_key_env, "jobs service API key")
+        if key.reveal() == farm.DEFAULT_API_KEY and not warned:
+            warned = True
+            log.warning("the jobs service's api_key is Farm's default %r: anyone who can reach it can save and "
+                        "remove job definitions; set a real key on the service and in target.api_key_file",
+                        farm.DEFAULT_API_KEY)
+        return key
+
+    return read
+
+
+def _claim(state: State, url: str) -> None:
+    """One state directory per target: a second jobs service must not inherit this one's record."""
+    from gitsync.secrets import redact_url
+
+    shown = redact_url(url.rstrip("/"))  # what is stored must be safe to show
+    recorded = state.get("target_url")
+    if recorded is None:
+        state.set(target_url=shown)
+    elif recorded != shown:
+        raise ConfigError(f"state directory {state.path.parent} belongs to jobs service {recorded}, not {shown}; "
+                          "use another --state-dir for this target")

@@ -54,6 +54,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("repo.fetch_depth", int, 0, "Fetch only this many commits (0 = full history, needed for rollback)"),
     Option("target.directory", str, "", "Job directory the Farm jobs service watches (its "
            "new_job_definition_save_location or one of its job_directories)", flag="--target"),
+    Option("target.kind", str, "directory", "directory: write .kit files into target.directory; jobs-api: save "
+           "definitions through a jobs service's HTTP API (target.url), e.g. one on a RedisJobStore",
+           choices=("directory", "jobs-api")),
+    Option("target.url", str, "", "jobs-api: the jobs service's URL including its url_prefix, e.g. "
+           "http://farm-queue:8222/queue/management/jobs"),
+    Option("target.api_key_file", str, "", "jobs-api: file holding the jobs service's api_key (read before each "
+           "use, never logged)"),
+    Option("target.api_key_env", str, "", "jobs-api: name of an environment variable holding the api_key"),
+    Option("target.prune", str, "owned", "jobs-api: owned = remove only definitions gitsync saved and git "
+           "deleted; all = git owns the service: remove every definition git does not have",
+           choices=("owned", "all")),
+    Option("target.timeout", float, 30.0, "jobs-api: seconds one HTTP call to the jobs service may take"),
     Option("state.dir", str, "", "Where gitsync keeps its mirror and state database "
            "(default: ~/.local/state/gitsync)", flag="--state-dir"),
     Option("sync.interval", float, 30.0, "Seconds between syncs (Farm agents poll every 30 s too)",
@@ -84,6 +96,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("push.forge_repository", str, "", "owner/name (GitLab: group/project) on the forge"),
     Option("push.forge_token_file", str, "", "File holding the forge API token"),
     Option("push.forge_token_env", str, "", "Environment variable holding the forge API token"),
+    Option("ha.redis_url", str, "", "High availability: redis:// URL of the Redis holding the leader lease; "
+           "several `gitsync run` replicas with the same URL and ha.key elect one leader (empty = off)"),
+    Option("ha.lease_ttl", float, 15.0, "High availability: seconds the leader lease lasts without renewal; "
+           "a follower takes over within twice this"),
+    Option("ha.key", str, "gitsync:leader", "High availability: the Redis key of the lease (one per set of "
+           "replicas serving the same targets)"),
     Option("server.listen", str, "127.0.0.1:8087", "host:port for /healthz, /status, /metrics and the "
            "webhook (empty = no server)"),
     Option("server.webhook_secret_file", str, "", "File holding the webhook secret (HMAC-SHA256 "
@@ -108,6 +126,12 @@ class Settings:
     repo_known_hosts_file: str
     repo_fetch_depth: int
     target_directory: str
+    target_kind: str
+    target_url: str
+    target_api_key_file: str
+    target_api_key_env: str
+    target_prune: str
+    target_timeout: float
     state_dir: str
     sync_interval: float
     sync_cron: str
@@ -131,6 +155,9 @@ class Settings:
     push_forge_repository: str
     push_forge_token_file: str
     push_forge_token_env: str
+    ha_redis_url: str
+    ha_lease_ttl: float
+    ha_key: str
     server_listen: str
     server_webhook_secret_file: str
     server_webhook_max_body: int
@@ -228,6 +255,7 @@ def _from_text(option: Option, text: str, where: str) -> Any:
 
 def _check_consistency(s: Settings) -> None:
     for key, value in (("sync.interval", s.sync_interval), ("sync.timeout", s.sync_timeout),
+                       ("target.timeout", s.target_timeout), ("ha.lease_ttl", s.ha_lease_ttl),
                        ("push.debounce", s.push_debounce), ("push.max_backoff", s.push_max_backoff)):
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{key} must be more than 0 seconds, got {value}")
@@ -245,6 +273,12 @@ def _check_consistency(s: Settings) -> None:
     if s.push_mode == "pull-request" and not (s.push_forge_api_url and s.push_forge_repository):
         raise ConfigError("push.mode = pull-request needs push.forge_api_url and push.forge_repository "
                           "(and a token: push.forge_token_file or push.forge_token_env)")
+    if s.target_kind == "jobs-api" and s.target_url and not s.target_url.startswith(("http://", "https://")):
+        raise ConfigError(f"target.url must be an http:// or https:// URL of the jobs service, got "
+                          f"{redact_url(s.target_url)!r}")
+    if s.ha_redis_url and not s.ha_redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("ha.redis_url must be a redis://, rediss:// or unix:// URL, got "
+                          f"{redact_url(s.ha_redis_url)!r}")
     if s.sync_cron:
         from apscheduler.triggers.cron import CronTrigger
 
@@ -282,7 +316,7 @@ def starter_file() -> str:
     lines = ["# gitsync configuration. Every key can also be set with a GITSYNC_* environment variable",
              "# (shown after each key) or a command-line flag; flags win over the environment, which wins",
              "# over this file.", ""]
-    for section in ("repo", "target", "state", "sync", "push", "server"):
+    for section in ("repo", "target", "state", "sync", "push", "ha", "server"):
         lines.append(f"[{section}]")
         for option in (o for o in OPTIONS if o.key.startswith(section + ".")):
             lines.append(f"# {option.help}  ({option.env})")
