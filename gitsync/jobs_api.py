@@ -14,6 +14,7 @@ calls, one retry loop, one error type.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,7 @@ class JobsApiClient:
         self._retry = retry or RetryPolicy()
         # trust_env=False: an HTTP(S)_PROXY meant for the internet must not capture a cluster-local service.
         self._client = httpx.Client(timeout=timeout, transport=transport, trust_env=False)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO: 1,000 lines a sync
         #: Calls made, by route ("load", "save", "remove"), retries included: what tests and benchmarks count.
         self.calls: Counter[str] = Counter()
 

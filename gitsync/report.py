@@ -36,8 +36,18 @@ def status_report(settings: Settings, state: State) -> dict[str, Any]:
         "problems": state.get("problems", []),
         "findings": state.get("findings", []),
     }
+    if settings.target_kind == "jobs-api":
+        report.update(api_status(settings, state))
     report.update(extra_status(state))
     return report
+
+
+def api_status(settings: Settings, state: State) -> dict[str, Any]:
+    """A jobs-api target: its URL (redacted) and the definitions gitsync saved there, instead of files."""
+    from gitsync.api_store import ApiRecord
+
+    return {"target": redact_url(settings.target_url), "target_kind": "jobs-api", "owned_files": 0,
+            "definitions": ApiRecord(state, "default").count()}
 
 
 def extra_status(state: State) -> dict[str, Any]:
@@ -67,6 +77,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"applied      {applied[:12] + ' ' + report['applied_summary'] if applied else 'nothing yet'}",
         f"applied at   {when(report['applied_at'])}",
         f"last sync    {report['last_result'] or 'never'} at {when(report['last_attempt_at'])}",
+        f"definitions  {report['definitions']} saved by gitsync" if report.get("target_kind") == "jobs-api" else
         f"definitions  {report['definitions']} in {report['owned_files']} file(s) owned by gitsync",
     ]
     if report["last_message"]:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from gitsync.cli import EXIT_CHANGES_PENDING, settings_from
 from gitsync.errors import GitsyncError
 from gitsync.sync import Prepared, Syncer
+
+if TYPE_CHECKING:
+    from gitsync.api_sync import ApiSyncer
+    from gitsync.config import Settings
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +32,14 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sync(args: argparse.Namespace) -> int:
-    syncer = Syncer.from_settings(settings_from(args))
+    settings = settings_from(args)
+    syncer: Syncer | ApiSyncer
+    if settings.target_kind == "jobs-api":
+        from gitsync.api_sync import ApiSyncer
+
+        syncer = ApiSyncer.from_settings(settings)
+    else:
+        syncer = Syncer.from_settings(settings)
     try:
         result = syncer.sync(force=args.force, allow_mass_delete=args.allow_mass_delete)
     finally:
@@ -44,7 +56,10 @@ def run_sync(args: argparse.Namespace) -> int:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    syncer = Syncer.from_settings(settings_from(args))
+    settings = settings_from(args)
+    if settings.target_kind == "jobs-api":
+        return _run_api_plan(settings, args)
+    syncer = Syncer.from_settings(settings)
     try:
         head = syncer.mirror.fetch()
         prepared = syncer.prepare(head, force=args.force, allow_mass_delete=args.allow_mass_delete)
@@ -74,3 +89,37 @@ def render_plan(p: Prepared, on_invalid: str) -> str:
     elif not p.plan.changes_target:
         lines.append("no changes to the target")
     return "\n".join(lines)
+
+
+def _run_api_plan(settings: Settings, args: argparse.Namespace) -> int:
+    """`gitsync plan` for a jobs service: validate the commit, one `/load`, and the calls a sync would make."""
+    from gitsync.api_plan import mass_remove_refusal
+    from gitsync.api_sync import ApiSyncer
+
+    syncer = ApiSyncer.from_settings(settings)
+    try:
+        head = syncer.mirror.fetch()
+        applied = syncer.state.get("applied_commit")
+        found = syncer.definitions(head)
+        hold = {n: "its file is invalid" for n in found.invalid_names}
+        plan, on_service = syncer.target.plan(found.wanted, hold=hold, force=args.force)
+    finally:
+        syncer.close()
+    lines = [f"commit {applied[:12] if applied else 'nothing applied'} -> {head[:12]}: {len(found.wanted)} "
+             f"definition(s) for {syncer.target.describe()}, which holds {on_service}"]
+    lines += [f"  {a.kind:<7} {a.name:<40} {a.reason}" for a in plan.actions if a.kind != "forget"]
+    lines += [f"  {f.kind:<7} {f.target:<40} {f.detail}" for f in plan.findings]
+    lines += [f"  {p.format()}" for p in found.problems]
+    refusal = mass_remove_refusal(plan, on_service, settings.sync_max_delete_share, args.allow_mass_delete)
+    blocked = bool(refusal) or bool(found.invalid and settings.sync_on_invalid == "refuse")
+    if found.invalid and settings.sync_on_invalid == "refuse":
+        lines.append(f"refused: {len(found.invalid)} invalid file(s); nothing would be saved "
+                     "(sync.on_invalid = refuse)")
+    elif refusal:
+        lines.append(f"refused: {refusal}")
+    elif not plan.changes_target:
+        lines.append("no changes to the jobs service")
+    print("\n".join(lines))
+    if blocked:
+        return 1
+    return EXIT_CHANGES_PENDING if plan.changes_target or head != applied else 0

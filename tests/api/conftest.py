@@ -4,6 +4,9 @@ into it through the API."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from gitsync.jobs_service.server import RunningJobsService
 from gitsync.secrets import Secret
 from gitsync.state import State
 from gitsync.testing.redis_server import RedisServer
+from gitsync.testing.waiting import wait_until
 
 API_KEY = "api-test-key-7d1e40"
 #: Retries without waiting: the tests are about what is retried, not how long it sleeps.
@@ -130,3 +134,52 @@ def make_syncer(tmp_path: Path, key_file: Path) -> Iterator[Callable[..., ApiSyn
     yield make
     for syncer in made:
         syncer.close()
+
+
+@dataclass
+class ServiceProcess:
+    """The jobs service stand-in as its own process (as Farm runs beside gitsync)."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def spawn_jobs_service(workdir: Path, store_lines: str) -> ServiceProcess:
+    """`python -m gitsync.jobs_service --config farm-jobs.toml` with `store_lines` in its jobs table."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = workdir / "farm-jobs.toml"
+    config.write_text(f'[settings.nv.svc.farm.jobs]\n{store_lines}\napi_key = "{API_KEY}"\n', encoding="utf-8")
+    port = free_port()
+    with (workdir / "jobs-service.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "gitsync.jobs_service", "--config", str(config),
+                                    "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/queue/management/jobs"
+
+    def answers() -> bool:
+        assert process.poll() is None, (workdir / "jobs-service.log").read_text()
+        try:
+            return httpx.get(f"{url}/status", timeout=2, trust_env=False).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(answers, 30, "the jobs service process to answer /status")
+    return ServiceProcess(process, url)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_store_lines(redis_url: str) -> str:
+    return (f'store_class = "{farm.REDIS_STORE_CLASS}"\n'
+            f'store_args.connection_string = "{redis_url}"\n')
