@@ -22,9 +22,10 @@ from gitsync.errors import ConfigError, GitError, GitsyncError
 from gitsync.gitrepo import GitMirror
 from gitsync.jobs_api import JobsApiClient
 from gitsync.kit import check_kit
+from gitsync.model import HistoryRow
 from gitsync.problems import Problem
 from gitsync.secrets import Secret
-from gitsync.state import HistoryRow, State, StateLock, problems_json
+from gitsync.state import State, StateLock, problems_json
 from gitsync.sync import SyncResult
 
 log = logging.getLogger("gitsync.api")
