@@ -117,26 +117,16 @@ def test_commands_settings_ports_and_paths_agree_with_the_cli() -> None:
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in spec["volumes"]}
 
-        def mounted(path: str, *, secret: bool = False, writable: bool = False) -> None:
-            mount = next((m for p, m in mounts.items() if path == p or path.startswith(p.rstrip("/") + "/")), None)
-            assert mount is not None, f"{name}: {path} is on no volume"
-            assert not (writable and mount.get("readOnly")), f"{name}: {path} must be writable"
-            volume = volumes[mount["name"]]
-            if secret:
-                assert "secret" in volume, f"{name}: {path} is a credential and must come from a Secret"
-                key = path[len(mount["mountPath"]):].strip("/")
-                stored = _secret_keys(volume["secret"]["secretName"])
-                assert key in stored, f"{name}: secret {volume['secret']['secretName']} has no key {key}"
-
-        mounted(settings.target_directory, writable=True)
-        mounted(str(settings.state_path), writable=True)
+        where = (name, spec, container)
+        _check_mounted(*where, settings.target_directory, writable=True)
+        _check_mounted(*where, str(settings.state_path), writable=True)
         assert "persistentVolumeClaim" in volumes[mounts[str(settings.state_path)]["name"]]
         for credential in (settings.repo_token_file, settings.repo_ssh_key_file, settings.repo_known_hosts_file,
                            settings.server_webhook_secret_file, settings.push_forge_token_file):
             if credential:
-                mounted(credential, secret=True)
+                _check_mounted(*where, credential, secret=True)
         assert not any(k.endswith("_ENV") for k in gitsync_env), "credentials come from files"
-        mounted(env["HOME"], writable=True)  # the root filesystem is read-only
+        _check_mounted(*where, env["HOME"], writable=True)  # the root filesystem is read-only
         if args.command == "run":
             listen = args.listen or settings.server_listen
             _, port = split_listen(listen)
@@ -176,6 +166,22 @@ def test_every_referenced_claim_and_secret_is_defined() -> None:
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     assert ref["key"] in _secret_keys(ref["name"]), f"{name}: {ref}"
+
+
+def _check_mounted(name: str, spec: dict[str, Any], container: dict[str, Any], path: str, *,
+                   secret: bool = False, writable: bool = False) -> None:
+    """`path` lies on a volume the container mounts (writable if asked); a credential on a Secret holding it."""
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mount = next((m for p, m in mounts.items() if path == p or path.startswith(p.rstrip("/") + "/")), None)
+    assert mount is not None, f"{name}: {path} is on no volume"
+    assert not (writable and mount.get("readOnly")), f"{name}: {path} must be writable"
+    volume = volumes[mount["name"]]
+    if secret:
+        assert "secret" in volume, f"{name}: {path} is a credential and must come from a Secret"
+        key = path[len(mount["mountPath"]):].strip("/")
+        stored = _secret_keys(volume["secret"]["secretName"])
+        assert key in stored, f"{name}: secret {volume['secret']['secretName']} has no key {key}"
 
 
 def _option_envs() -> set[str]:
