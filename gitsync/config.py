@@ -79,6 +79,11 @@ OPTIONS: tuple[Option, ...] = (
            flag="--on-invalid"),
     Option("sync.max_delete_share", float, 0.5, "Refuse a commit that deletes more than this share of files"),
     Option("sync.max_file_size", int, 1024 * 1024, "Largest .kit file accepted, in bytes"),
+    Option("sync.require_signed", bool, False, "Apply only commits signed by a trusted key (an unsigned head, or "
+           "one signed by another key, is refused and reported)"),
+    Option("sync.allowed_signers_file", str, "", "Trusted SSH signing keys, in ssh-keygen's allowed-signers "
+           "format (principal key-type key)"),
+    Option("sync.gpg_keyring_file", str, "", "Trusted OpenPGP public keys (gpg --export, armored or binary)"),
     Option("push.mode", str, "direct", "What happens to changes made in the target (jobs/save, jobs/remove, "
            "hand edits): direct = commit to the branch; pull-request = branch + PR; off = revert them after "
            "saving them on a conflict branch", choices=("direct", "pull-request", "off"), flag="--push-mode"),
@@ -141,6 +146,9 @@ class Settings:
     sync_on_invalid: str
     sync_max_delete_share: float
     sync_max_file_size: int
+    sync_require_signed: bool
+    sync_allowed_signers_file: str
+    sync_gpg_keyring_file: str
     push_mode: str
     push_debounce: float
     push_new_file_dir: str
@@ -279,6 +287,9 @@ def _check_consistency(s: Settings) -> None:
     if s.ha_redis_url and not s.ha_redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("ha.redis_url must be a redis://, rediss:// or unix:// URL, got "
                           f"{redact_url(s.ha_redis_url)!r}")
+    if s.sync_require_signed and not (s.sync_allowed_signers_file or s.sync_gpg_keyring_file):
+        raise ConfigError("sync.require_signed needs the trusted keys: sync.allowed_signers_file (SSH signatures) "
+                          "and/or sync.gpg_keyring_file (OpenPGP)")
     if s.sync_cron:
         from apscheduler.triggers.cron import CronTrigger
 

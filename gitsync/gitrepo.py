@@ -278,6 +278,19 @@ class GitMirror:
                 writer.join()
                 proc.wait()
 
+    def commit_header(self, sha: str) -> str:
+        """The raw commit object up to the message: tree, parents, author, committer, gpgsig."""
+        return self._run("cat-file", "cat-file", "commit", sha).split("\n\n", 1)[0]
+
+    def verify_commit(self, sha: str, config: Mapping[str, str], env: Mapping[str, str]) -> tuple[bool, str]:
+        """`git verify-commit` with extra config (the trusted keys): whether it passed, and git's report."""
+        options = [part for key, value in config.items() for part in ("-c", f"{key}={value}")]
+        with self._git("verify-commit") as g:
+            status, out, err = g.execute(["git", *options, "verify-commit", "--raw", sha],
+                                         env={**git_env(self.credentials), **env}, with_extended_output=True,
+                                         with_exceptions=False)
+        return status == 0, f"{out}\n{err}".strip()
+
     def commit_summary(self, sha: str) -> str:
         out = self._run("log", "log", "-1", "--format=%s (%an)", "--end-of-options", sha)
         return out.strip()

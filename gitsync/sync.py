@@ -399,9 +399,13 @@ class Syncer:
                     and not self.mirror.is_ancestor(applied, head):
                 log.warning("branch %s was rewritten (force-push): %s is no longer in its history; syncing to %s",
                             self.settings.repo_branch, applied[:12], head[:12])
-            prepared = self.prepare(head, force=force, allow_mass_delete=allow_mass_delete)
-            faults.reached("pull.validated")
-            result = self._apply(prepared)
+            untrusted = self._untrusted(head)
+            if untrusted:
+                result = SyncResult("refused", head=head, applied=applied, message=untrusted)
+            else:
+                prepared = self.prepare(head, force=force, allow_mass_delete=allow_mass_delete)
+                faults.reached("pull.validated")
+                result = self._apply(prepared)
         except (GitError, ConfigError) as exc:
             result = SyncResult("error", applied=applied, message=str(exc))
         except OSError as exc:  # the target: missing permissions, full disk, a file where a folder should be
@@ -410,6 +414,15 @@ class Syncer:
                                 message=f"cannot update the job directory ({where}): {exc.strerror or exc}")
         result.duration = time.monotonic() - started
         return result
+
+    def _untrusted(self, head: str) -> str | None:
+        """Why `head` may not be applied under sync.require_signed (None: it may)."""
+        s = self.settings
+        if not s.sync_require_signed:
+            return None
+        from gitsync.signatures import TrustedKeys, untrusted_reason
+
+        return untrusted_reason(self.mirror, head, TrustedKeys(s.sync_allowed_signers_file, s.sync_gpg_keyring_file))
 
     def _apply(self, p: Prepared) -> SyncResult:
         base = SyncResult("noop", head=p.head, applied=p.applied, problems=list(p.problems),
