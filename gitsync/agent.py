@@ -211,9 +211,9 @@ def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
     outbox = Outbox(syncer.state)
     forge = None
     if settings.push_mode == "pull-request":
-        from gitsync.forge import load_token, make_forge
+        from gitsync.forge import make_forge, token_reader
 
-        token = load_token(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
+        token = token_reader(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
         forge = make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
                            settings.push_forge_repository, token)
     pushback = PushBack(settings, syncer.state, syncer.mirror, syncer.target, outbox, forge=forge)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from gitsync.config import Settings
@@ -35,7 +36,17 @@ def read_secret(file: str | None, env: str | None, what: str) -> Secret:
     return Secret("")
 
 
+def secret_reader(file: str | None, env: str | None, what: str) -> Callable[[], Secret]:
+    """A function that reads the secret afresh on every call (see `read_secret`), for credentials that
+    rotate while the agent runs: Kubernetes updates a mounted Secret in place, GitHub App tokens expire
+    after an hour. The file is read, never cached; it is a few bytes."""
+    return lambda: read_secret(file, env, what)
+
+
 def credentials_from(settings: Settings) -> Credentials:
-    return Credentials(token=read_secret(settings.repo_token_file, settings.repo_token_env, "repo token"),
+    """Git credentials; the token is checked now (a missing file stops start-up) and re-read before each use."""
+    file, env = settings.repo_token_file, settings.repo_token_env
+    return Credentials(token=read_secret(file, env, "repo token"),
+                       token_reader=secret_reader(file, env, "repo token") if file or env else None,
                        username=settings.repo_username, ssh_key_file=settings.repo_ssh_key_file,
                        known_hosts_file=settings.repo_known_hosts_file)

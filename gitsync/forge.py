@@ -10,6 +10,7 @@ the forge, method, path and status, and never the token.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
@@ -17,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-from gitsync.errors import ConfigError, ForgeError
+from gitsync.errors import ConfigError, ForgeError, GitsyncError
 from gitsync.forge_http import ForgeApi, RetryPolicy, as_items, short_description
 from gitsync.secrets import Secret, redact_text
 
@@ -264,11 +265,27 @@ def _auth_headers(kind: str, token: Secret) -> dict[str, str]:
     return {"PRIVATE-TOKEN": token.reveal(), "Accept": "application/json"}
 
 
+class _TokenAuth(httpx.Auth):
+    """Sets the token headers on every request from a reader, so a rotated token file is used at once."""
+
+    def __init__(self, kind: str, reader: Callable[[], Secret]) -> None:
+        self._kind = kind
+        self._reader = reader
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        try:
+            token = self._reader()
+        except GitsyncError as exc:  # the secret file vanished or emptied: a forge failure, retried later
+            raise ForgeError(f"{self._kind}: {exc}") from None
+        request.headers.update(_auth_headers(self._kind, token))
+        yield request
+
+
 def make_forge(
     kind: ForgeKind,
     api_url: str,
     repository: str,
-    token: Secret,
+    token: Secret | Callable[[], Secret],
     *,
     timeout: float = 10.0,
     transport: httpx.BaseTransport | None = None,
@@ -289,26 +306,34 @@ def make_forge(
     parts = repository.strip("/").split("/")
     if not all(parts) or (len(parts) != 2 and kind != "gitlab"):
         raise ConfigError(f"{kind}: repository {repository!r} is not in the form owner/name")
-    if not token:
+    if not (token() if callable(token) else token):
         raise ConfigError(f"{kind}: the forge token is empty")
     root = api_url.rstrip("/")
     suffix = _API_ROOT_SUFFIX[kind]
     if suffix and not root.endswith(suffix):
         root += suffix
+    reader = token if callable(token) else (lambda: token)
     client = httpx.Client(
         base_url=root,
-        headers={**_auth_headers(kind, token), "User-Agent": "gitsync"},
+        headers={"User-Agent": "gitsync"},
+        auth=_TokenAuth(kind, reader),
         timeout=timeout,
         # Connection failures only; `ForgeApi.call` retries 5xx and 429 itself.
         transport=transport or httpx.HTTPTransport(retries=2),
     )
-    api = ForgeApi(kind, client, token, retry or RetryPolicy())
+    api = ForgeApi(kind, client, reader, retry or RetryPolicy())
     repository = "/".join(parts)
     if kind == "github":
         return _GitHub(api, repository)
     if kind == "gitea":
         return _Gitea(api, repository)
     return _GitLab(api, repository)
+
+
+def token_reader(token_file: str | None, token_env: str | None) -> Callable[[], Secret]:
+    """The forge token, checked now and re-read before every request (it may rotate while the agent runs)."""
+    load_token(token_file, token_env)
+    return lambda: load_token(token_file, token_env)
 
 
 def load_token(token_file: str | None, token_env: str | None) -> Secret:

@@ -64,7 +64,8 @@ def _retryable(response: httpx.Response) -> bool:
 class ForgeApi:
     """One forge's HTTP session: base URL and auth headers, bounded retries, redacted errors."""
 
-    def __init__(self, forge: str, client: httpx.Client, token: Secret, retry: RetryPolicy) -> None:
+    def __init__(self, forge: str, client: httpx.Client, token: Secret | Callable[[], Secret],
+                 retry: RetryPolicy) -> None:
         self.forge = forge
         self.client = client
         self._token = token
@@ -123,7 +124,13 @@ class ForgeApi:
         return self._error(text, status)
 
     def _error(self, text: str, status: int | None = None) -> ForgeError:
-        return ForgeError(redact_text(text, self._token), status)
+        token = self._token
+        if callable(token):
+            try:
+                token = token()
+            except Exception:  # noqa: BLE001 - the secret is unreadable; nothing of it can be in the text
+                token = Secret("")
+        return ForgeError(redact_text(text, token), status)
 
 
 def error_detail(response: httpx.Response) -> str:

@@ -15,13 +15,13 @@ import base64
 import os
 import shlex
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gitsync.errors import GitError
+from gitsync.errors import ConfigError, GitError
 from gitsync.secrets import Secret, redact_text, redact_url
 
 #: Inherited GIT_* variables that change which repository or index git works on would make
@@ -55,6 +55,19 @@ class Credentials:
     username: str = "x-access-token"
     ssh_key_file: str = ""
     known_hosts_file: str = ""
+    #: Re-reads the token before each git call, so a rotated secret file (a Kubernetes Secret update, a
+    #: GitHub App token refreshed every hour) is used without a restart. None: `token` is fixed.
+    token_reader: Callable[[], Secret] | None = None
+
+    def current_token(self) -> Secret:
+        return self.token_reader() if self.token_reader is not None else self.token
+
+    def known_tokens(self) -> tuple[Secret, ...]:
+        """Every token value this process may have used, for redaction (never raises)."""
+        try:
+            return (self.token, self.current_token())
+        except Exception:  # noqa: BLE001 - a missing file must not hide the original error
+            return (self.token,)
 
 
 @dataclass(frozen=True)
@@ -99,10 +112,11 @@ def git_env(creds: Credentials, environ: Mapping[str, str] = os.environ) -> dict
         else:
             ssh += ["-o", "StrictHostKeyChecking=accept-new"]
         env["GIT_SSH_COMMAND"] = " ".join(shlex.quote(part) for part in ssh)
-    if creds.token:
+    token = creds.current_token()
+    if token:
         # Passed as config through the environment so it shows up in neither `ps` nor .git/config. git
         # would send the header to whatever host a redirect names, so redirects are refused.
-        basic = base64.b64encode(f"{creds.username}:{creds.token.reveal()}".encode()).decode()
+        basic = base64.b64encode(f"{creds.username}:{token.reveal()}".encode()).decode()
         config += [("http.extraHeader", f"Authorization: Basic {basic}"), ("http.followRedirects", "false")]
     # `ext::` runs any command a URL names; git allows it only from "user" input, which a config value is.
     config.append(("protocol.ext.allow", "never"))
@@ -144,7 +158,7 @@ class GitMirror:
                 yield self._repo.git
             except git.GitCommandError as exc:
                 stderr = redact_text(str(exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n "),
-                                     self.credentials.token)
+                                     *self.credentials.known_tokens())
                 raise GitError(f"git {what} failed for {redact_url(self.url)}: {stderr or f'exit {exc.status}'}")\
                     from None
 
@@ -152,7 +166,14 @@ class GitMirror:
         with self._git(what) as g:
             if network:
                 kwargs.setdefault("kill_after_timeout", self.timeout)
-            return str(g.execute(["git", *args], env=git_env(self.credentials), **kwargs))
+            return str(g.execute(["git", *args], env=self._env(what), **kwargs))
+
+    def _env(self, what: str) -> dict[str, str]:
+        """git_env with the credentials read now; a rotated secret that cannot be read is a GitError."""
+        try:
+            return git_env(self.credentials)
+        except ConfigError as exc:
+            raise GitError(f"git {what} for {redact_url(self.url)}: {exc}") from None
 
     def close(self) -> None:
         with _LOCK:
@@ -280,16 +301,22 @@ class GitMirror:
 
     def commit_header(self, sha: str) -> str:
         """The raw commit object up to the message: tree, parents, author, committer, gpgsig."""
-        return self._run("cat-file", "cat-file", "commit", sha).split("\n\n", 1)[0]
+        return self._run("cat-file", "cat-file", "commit", "--end-of-options", sha).split("\n\n", 1)[0]
 
     def verify_commit(self, sha: str, config: Mapping[str, str], env: Mapping[str, str]) -> tuple[bool, str]:
         """`git verify-commit` with extra config (the trusted keys): whether it passed, and git's report."""
         options = [part for key, value in config.items() for part in ("-c", f"{key}={value}")]
         with self._git("verify-commit") as g:
-            status, out, err = g.execute(["git", *options, "verify-commit", "--raw", sha],
-                                         env={**git_env(self.credentials), **env}, with_extended_output=True,
+            status, out, err = g.execute(["git", *options, "verify-commit", "--raw", "--end-of-options", sha],
+                                         env={**self._env("verify-commit"), **env}, with_extended_output=True,
                                          with_exceptions=False)
         return status == 0, f"{out}\n{err}".strip()
+
+    def commit_info(self, sha: str) -> dict[str, str | float]:
+        """Author, subject and commit time, for the status page."""
+        out = self._run("log", "log", "-1", "--format=%an%x00%s%x00%ct", "--end-of-options", sha).strip()
+        author, subject, when = (out.split("\0") + ["", "", "0"])[:3]
+        return {"author": author, "subject": subject, "time": float(when or 0)}
 
     def commit_summary(self, sha: str) -> str:
         out = self._run("log", "log", "-1", "--format=%s (%an)", "--end-of-options", sha)

@@ -24,6 +24,9 @@ def status_report(settings: Settings, state: State) -> dict[str, Any]:
         "applied_summary": state.get("applied_summary", ""),
         "applied_at": state.get("applied_at"),
         "head_commit": state.get("head_commit"),
+        "applied_commit_info": state.get("applied_commit_info"),
+        "head_commit_info": state.get("head_commit_info") if state.get("head_commit") != state.get("applied_commit")
+        else state.get("applied_commit_info"),
         "last_attempt_at": state.get("last_attempt_at"),
         "last_success_at": state.get("last_success_at"),
         "last_result": state.get("last_result"),

@@ -495,6 +495,9 @@ class Syncer:
         if r.applied_now or (r.ok and self.state.get("applied_at") is None):
             meta["applied_at"] = wall
             meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
+            meta["applied_commit_info"] = self.mirror.commit_info(r.applied) if r.applied else None
+        if r.head and r.head != r.applied:
+            meta["head_commit_info"] = self.mirror.commit_info(r.head)
         self.state.set(**meta)
         if r.result != "noop":
             self.state.add_history(HistoryRow(wall, r.duration, previous, r.head, r.result,

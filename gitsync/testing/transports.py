@@ -310,6 +310,11 @@ class GitHttpServer(_ThreadedHTTP):
         rel = Path(repo).resolve().relative_to(self.root.resolve()) if Path(repo).is_absolute() else Path(repo)
         return f"http://127.0.0.1:{self.port}/{rel.as_posix()}"
 
+    def set_password(self, user: str, password: str) -> None:
+        """Rotate a credential: from now on only `password` lets `user` in."""
+        with self._shared.lock:
+            self._shared.accounts[user] = password
+
     @staticmethod
     def enable_push(bare: Path) -> None:
         subprocess.run(["git", "-C", str(bare), "config", "http.receivepack", "true"], check=True,

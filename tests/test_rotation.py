@@ -1,0 +1,94 @@
+"""Rotating credentials: the repo token, the forge token and the webhook secret are read from their
+files before each use, so a Kubernetes Secret update or an hourly GitHub App token needs no restart.
+Each test rotates the secret on the server side AND in the file between two uses by one running agent:
+the old value would now be refused, so only a re-read can succeed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pull_helpers import isolate, kit, kit_files, work_dir
+
+from gitsync.agent import build_agent
+from gitsync.config import load_settings
+from gitsync.forge import make_forge, token_reader
+from gitsync.testing.forge_standin import GitHubStandin, RunningStandin
+from gitsync.testing.repos import RemoteRepo
+from gitsync.testing.transports import GitHttpServer
+from gitsync.testing.waiting import wait_until
+
+SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
+OLD, NEW = "tok-old-1111", "tok-new-2222"
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Iterator[Path]:
+    with work_dir(tmp_path) as path:
+        yield path
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate(monkeypatch, tmp_path)
+
+
+def rotate(secret_file: Path, value: str) -> None:
+    """As kubelet does: write a new file and rename it over the old one."""
+    fresh = secret_file.with_suffix(".new")
+    fresh.write_text(value + "\n", encoding="utf-8")
+    fresh.replace(secret_file)
+
+
+def test_a_repo_token_rotated_between_two_syncs_is_used_for_fetch_and_push(sample_remote: RemoteRepo,
+                                                                           tmp_path: Path) -> None:
+    GitHttpServer.enable_push(sample_remote.bare)
+    token = tmp_path / "token"
+    rotate(token, OLD)
+    target = tmp_path / "defs"
+    with GitHttpServer(sample_remote.root, {"x-access-token": OLD}) as server:
+        settings = load_settings(None, {
+            "repo.url": server.url(sample_remote.bare), "repo.path": "jobs", "target.directory": str(target),
+            "state.dir": str(tmp_path / "state"), "server.listen": "", "push.debounce": 0.05,
+        }, environ={"GITSYNC_REPO_TOKEN_FILE": str(token)})
+        agent = build_agent(settings)
+        try:
+            assert agent.run_once("first").result == "synced"
+            assert "hello-world.kit" in kit_files(target)
+
+            server.set_password("x-access-token", NEW)  # the old token is revoked ...
+            rotate(token, NEW)  # ... and the mounted secret updated, while the agent runs
+            sample_remote.pull()
+            sample_remote.commit({"jobs/rotated.kit": kit("rotated")}, "add rotated")
+            hello = target / "hello-world.kit"  # a hand edit of a managed definition, pushed back
+            hello.write_text(hello.read_text(encoding="utf-8").replace("synced by gitsync", "rotated"),
+                             encoding="utf-8")
+
+            result = agent.run_once("after rotation")
+            assert result.ok, result.message
+            assert "rotated.kit" in kit_files(target)
+
+            def pushed() -> bool:  # capture waits for the file to be stable first
+                agent.run_once("local change")
+                return "rotated!" in sample_remote.show("jobs/hello-world.kit")
+
+            wait_until(pushed, timeout=30, what="the hand edit pushed with the new token")
+            denied = [r for r in server.requests if r.status == 401 and r.authorization]
+            assert not denied, "a request went out with the revoked token"
+        finally:
+            agent.syncer.close()
+
+
+def test_a_forge_token_rotated_between_two_calls_is_used(tmp_path: Path) -> None:
+    standin = GitHubStandin(OLD)
+    token = tmp_path / "forge-token"
+    rotate(token, OLD)
+    with RunningStandin(standin.app) as running:
+        forge = make_forge("github", running.url, "acme/jobs", token_reader(str(token), None))
+        assert forge.find_open_pr("gitsync/changes", "main") is None
+        standin.token = NEW
+        rotate(token, NEW)
+        forge.set_commit_status("a" * 40, "success", "applied")
+        assert standin.statuses("a" * 40)[0]["state"] == "success"
+        assert all(r.headers.get("authorization") == f"Bearer {NEW}" for r in standin.requests[1:])
