@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from gitsync.capture import capture
+from gitsync.commit_status import StatusPoster
 from gitsync.config import Settings
 from gitsync.cycle import STEPS, Steps
 from gitsync.metrics import Metrics
@@ -46,6 +47,9 @@ class Agent:
         self._scheduler: Any = None
         self._server: Any = None
         self.syncs_done = 0
+        self._cycle_started: float | None = None  # monotonic start of the cycle in progress, for /healthz
+        self._conflicts_seen: int | None = None
+        self.status_poster: StatusPoster | None = None
         self._done = threading.Condition()
         self._tracebacks_logged: set[str] = set()
 
@@ -111,17 +115,18 @@ class Agent:
         self._scheduler.start()
 
     def _start_server(self) -> None:
-        from gitsync.credentials import read_secret
+        from gitsync.credentials import read_secret, secret_reader
         from gitsync.http_thread import ServerThread, split_listen
         from gitsync.server import build_app
 
-        secret = read_secret(self.settings.server_webhook_secret_file, "", "webhook secret")
-        if not secret:
+        secret_file = self.settings.server_webhook_secret_file
+        if not read_secret(secret_file, "", "webhook secret"):  # checked now, re-read for every delivery
             log.warning("webhook has no secret (server.webhook_secret_file): anyone who can reach it can "
                         "trigger a fetch")
         app = build_app(status=self.status, ready=self.is_ready, trigger=self.request_sync,
-                        metrics=self.metrics, webhook_secret=secret,
-                        max_body=self.settings.server_webhook_max_body)
+                        metrics=self.metrics, webhook_secret=secret_reader(secret_file, "", "webhook secret"),
+                        max_body=self.settings.server_webhook_max_body, branch=self.settings.repo_branch,
+                        page=self.status_page, health=self.health, cycle_ok=self.cycle_ok)
         host, port = split_listen(self.settings.server_listen)
         self._server = ServerThread(app, host, port, name="gitsync-http", limit_concurrency=64).start()
         log.info("serving /healthz /readyz /status /metrics and POST /webhook on http://%s:%d", host,
@@ -129,6 +134,37 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         return status_report(self.settings, self.syncer.state)
+
+    def status_page(self) -> str:
+        from gitsync.outbox import Outbox
+        from gitsync.status_page import PageInputs, render
+
+        state = self.syncer.state
+        return render(PageInputs(self.status(), state.history(15), Outbox(state).entries(), self.next_sync(),
+                                 time.time()))
+
+    def next_sync(self) -> float | None:
+        """When the scheduler fires next (epoch seconds), if it runs."""
+        job = self._scheduler.get_job("sync") if self._scheduler is not None else None
+        when = getattr(job, "next_run_time", None)
+        return when.timestamp() if when is not None else None
+
+    # -- health and readiness -------------------------------------------------------------------------
+    def is_ready(self) -> bool:
+        """Ready whenever the job directory holds a good commit: after a restart while the branch head is
+        broken, Farm's definitions are still the last good ones, so readiness must not drop."""
+        return self.syncer.state.get("applied_commit") is not None
+
+    def health(self) -> tuple[bool, str]:
+        """Alive: the worker thread runs and no cycle has been going for more than twice sync.timeout."""
+        if not self._worker.is_alive() and not self._stop.is_set():
+            return False, "the sync worker is not running"
+        started = self._cycle_started
+        limit = 2 * self.settings.sync_timeout
+        if started is not None and time.monotonic() - started > limit:
+            return False, (f"a sync cycle has been running for {time.monotonic() - started:.0f} s, more than "
+                           f"twice sync.timeout ({limit:.0f} s)")
+        return True, "ok"
 
     # -- the worker ----------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -150,19 +186,29 @@ class Agent:
         wall, applied = time.time(), self.syncer.state.get("applied_commit")
         steps = Steps(seen=self._tracebacks_logged)
         result = SyncResult("error", applied=applied, message="the pull did not run")
-        with steps.step("recover"):  # before anything looks at the directory: an interrupted apply is ours
-            self.syncer.recover()
-        if self.pushback is not None:
-            with steps.step("capture"):  # stable local changes -> outbox
-                capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
-                        self.settings.sync_max_delete_share)
-            with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
-                self.pushback.flush()
-        with steps.step("pull"):  # git -> directory, always
-            result = self.syncer.pull()
-        with steps.step("record"):
-            self.syncer.record(result, wall, previous=applied, failures=steps.failures)
+        self._cycle_started = time.monotonic()
+        try:
+            with steps.step("recover"):  # before anything looks at the directory: an interrupted apply is ours
+                self.syncer.recover()
+            if self.pushback is not None:
+                with steps.step("capture"):  # stable local changes -> outbox
+                    capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
+                            self.settings.sync_max_delete_share)
+                with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
+                    failures = int(self.syncer.state.get("push_failures", 0))
+                    if self.pushback.flush():
+                        self.metrics.pushes.labels("pushed").inc()
+                    elif int(self.syncer.state.get("push_failures", 0)) > failures:
+                        self.metrics.pushes.labels("failed").inc()
+            with steps.step("pull"):  # git -> directory, always
+                result = self.syncer.pull()
+            with steps.step("record"):
+                self.syncer.record(result, wall, previous=applied, failures=steps.failures)
+        finally:
+            self._cycle_started = None
         self._tracebacks_logged = steps.seen
+        if self.status_poster is not None:
+            self.status_poster.after_sync(result)
         self._observe(result)
         with self._done:
             self.syncs_done += 1
@@ -179,8 +225,9 @@ class Agent:
             return False
         return due is not None and self.pushback.clock() >= due
 
-    def is_ready(self) -> bool:
-        """Ready once a cycle has succeeded, and not while the latest cycle failed in any step."""
+    def cycle_ok(self) -> bool:
+        """/syncz: a cycle has succeeded, and the latest one failed in no step (for monitors, not for Kubernetes
+        readiness: a failing push-back must not take Farm's API out of its Service)."""
         return self.ready.is_set() and self.last_result is not None and self.last_result.ok
 
     def _observe(self, result: SyncResult) -> None:
@@ -200,7 +247,18 @@ class Agent:
             m.failures.set(int(self.syncer.state.get("consecutive_failures", 0)))
             m.owned.set(self.syncer.state.owned_count())  # a count, not 10,000 rows loaded every cycle
             if self.pushback is not None:
-                m.outbox.set(len(self.pushback.outbox.entries()))
+                entries = self.pushback.outbox.entries()
+                m.outbox.set(len(entries))
+                for status in ("pending", "in_pr", "blocked"):
+                    m.outbox_entries.labels(status).set(sum(e.status == status for e in entries))
+                m.outbox_oldest.set(time.time() - min(e.created for e in entries) if entries else 0)
+            conflicts = len(self.syncer.state.get("conflicts", []))
+            if self._conflicts_seen is not None and conflicts > self._conflicts_seen:
+                m.conflicts.inc(conflicts - self._conflicts_seen)
+            self._conflicts_seen = conflicts
+            m.conflict_branches.set(conflicts)
+            m.commit.info({"applied": self.syncer.state.get("applied_commit") or "",
+                           "head": self.syncer.state.get("head_commit") or ""})
         for severity in ("error", "warning"):
             m.problems.labels(severity).set(sum(p.severity == severity for p in result.problems))
 
@@ -216,6 +274,16 @@ def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
         token = token_reader(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
         forge = make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
                            settings.push_forge_repository, token)
-    pushback = PushBack(settings, syncer.state, syncer.mirror, syncer.target, outbox, forge=forge)
+    if settings.sync_commit_status and forge is None:
+        from gitsync.forge import make_forge, token_reader
+
+        token = token_reader(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
+        forge = make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
+                           settings.push_forge_repository, token)
+    pushback = PushBack(settings, syncer.state, syncer.mirror, syncer.target, outbox,
+                        forge=forge if settings.push_mode == "pull-request" else None)
     syncer.pending = outbox.held_targets
-    return Agent(settings, syncer, metrics, pushback)
+    agent = Agent(settings, syncer, metrics, pushback)
+    if settings.sync_commit_status and forge is not None:
+        agent.status_poster = StatusPoster(forge, syncer.state, settings.target_directory)
+    return agent

@@ -84,6 +84,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("sync.allowed_signers_file", str, "", "Trusted SSH signing keys, in ssh-keygen's allowed-signers "
            "format (principal key-type key)"),
     Option("sync.gpg_keyring_file", str, "", "Trusted OpenPGP public keys (gpg --export, armored or binary)"),
+    Option("sync.commit_status", bool, False, "Post a gitsync commit status (success or failure) on each applied "
+           "or refused commit, through the push.forge* settings"),
     Option("push.mode", str, "direct", "What happens to changes made in the target (jobs/save, jobs/remove, "
            "hand edits): direct = commit to the branch; pull-request = branch + PR; off = revert them after "
            "saving them on a conflict branch", choices=("direct", "pull-request", "off"), flag="--push-mode"),
@@ -149,6 +151,7 @@ class Settings:
     sync_require_signed: bool
     sync_allowed_signers_file: str
     sync_gpg_keyring_file: str
+    sync_commit_status: bool
     push_mode: str
     push_debounce: float
     push_new_file_dir: str
@@ -287,6 +290,9 @@ def _check_consistency(s: Settings) -> None:
     if s.ha_redis_url and not s.ha_redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("ha.redis_url must be a redis://, rediss:// or unix:// URL, got "
                           f"{redact_url(s.ha_redis_url)!r}")
+    if s.sync_commit_status and not (s.push_forge_api_url and s.push_forge_repository):
+        raise ConfigError("sync.commit_status needs push.forge, push.forge_api_url and push.forge_repository "
+                          "(and a token: push.forge_token_file or push.forge_token_env)")
     if s.sync_require_signed and not (s.sync_allowed_signers_file or s.sync_gpg_keyring_file):
         raise ConfigError("sync.require_signed needs the trusted keys: sync.allowed_signers_file (SSH signatures) "
                           "and/or sync.gpg_keyring_file (OpenPGP)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 
 class Metrics:
@@ -25,3 +25,15 @@ class Metrics:
         self.step_failing = Gauge("gitsync_step_failing", "1 while the step failed in the latest cycle", ["step"],
                                   registry=self.registry)
         self.pushes = Counter("gitsync_pushes", "Push-back attempts by result", ["result"], registry=self.registry)
+        self.outbox_entries = Gauge("gitsync_outbox_entries", "Outbox entries by state (pending, in_pr, blocked)",
+                                    ["state"], registry=self.registry)
+        self.outbox_oldest = Gauge("gitsync_outbox_oldest_age_seconds", "Age of the oldest outbox entry (0 = empty)",
+                                   registry=self.registry)
+        self.conflicts = Counter("gitsync_conflicts", "Local changes sent to a conflict branch",
+                                 registry=self.registry)
+        self.conflict_branches = Gauge("gitsync_conflict_branches", "Conflict branches listed in status",
+                                       registry=self.registry)
+        self.webhooks = Counter("gitsync_webhooks", "Webhook deliveries by result (sync, ping, ignored, "
+                                "unauthorized, too_large, bad_payload, error)", ["result"], registry=self.registry)
+        self.commit = Info("gitsync_commit", "The applied commit and the branch head", registry=self.registry)
+        self.commit.info({"applied": "", "head": ""})

@@ -1,23 +1,27 @@
-"""The agent's small HTTP face: health, readiness, status, metrics and the webhook trigger."""
+"""The agent's small HTTP face: the status page, health, readiness, status, metrics and the webhook trigger."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from gitsync.errors import GitsyncError
 from gitsync.metrics import Metrics
 from gitsync.secrets import Secret
 
 #: Headers that carry a webhook's proof; a request with none of them is refused before its body is read.
 _PROOF_HEADERS = ("x-hub-signature-256", "x-gitea-signature", "x-gitlab-token")
+_EVENT_HEADERS = ("x-gitea-event", "x-gitlab-event", "x-github-event")
+log = logging.getLogger("gitsync.server")
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
@@ -40,37 +44,77 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def build_app(*, status: Callable[[], dict[str, Any]], ready: Callable[[], bool], trigger: Callable[[str], None],
-              metrics: Metrics, webhook_secret: Secret, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+              metrics: Metrics, webhook_secret: Secret | Callable[[], Secret], max_body: int = DEFAULT_MAX_BODY,
+              branch: str = "main", page: Callable[[], str] | None = None,
+              health: Callable[[], tuple[bool, str]] | None = None,
+              cycle_ok: Callable[[], bool] | None = None) -> Starlette:
+    """The HTTP face. `webhook_secret` may be a reader, called for every delivery (the secret may rotate);
+    `health` says whether the worker is alive and not stuck; `page` renders the HTML status page."""
+    secret_of = webhook_secret if callable(webhook_secret) else (lambda: webhook_secret)
+
     async def healthz(_: Request) -> Response:
-        return PlainTextResponse("ok")
+        ok, why = health() if health is not None else (True, "ok")
+        return PlainTextResponse(why, status_code=200 if ok else 503)
 
     async def readyz(_: Request) -> Response:
         ok = ready()
-        text = "ready" if ok else "not ready: no successful cycle yet, or the latest one failed (see /status)"
+        return PlainTextResponse("ready" if ok else "not ready: no good commit applied yet",
+                                 status_code=200 if ok else 503)
+
+    async def syncz(_: Request) -> Response:
+        ok = (cycle_ok or ready)()
+        text = "ok" if ok else "failing: no successful cycle yet, or the latest one failed in a step (see /status)"
         return PlainTextResponse(text, status_code=200 if ok else 503)
 
-    async def status_page(_: Request) -> Response:
+    async def status_json(_: Request) -> Response:
         return JSONResponse(status())
+
+    def status_html(_: Request) -> Response:  # sync: starlette runs it in a worker thread, off the event loop
+        if page is None:
+            return RedirectResponse("/status")
+        return HTMLResponse(page(), headers={"Cache-Control": "no-store"})
 
     async def metrics_page(_: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def rejected(request: Request, result: str, status_code: int, detail: str) -> Response:
+        """Refuse a delivery: counted, and logged with who sent what, never with the secret or a signature."""
+        metrics.webhooks.labels(result).inc()
+        client = request.client.host if request.client else "unknown"
+        event = next((f"{h}={request.headers[h]!r}" for h in _EVENT_HEADERS if h in request.headers), "no event")
+        log.warning("webhook from %s refused (%s, HTTP %d): %s", client, event[:80], status_code, detail)
+        return JSONResponse({"detail": detail}, status_code=status_code)
+
     async def webhook(request: Request) -> Response:
-        if webhook_secret and not any(h in request.headers for h in _PROOF_HEADERS):
-            return JSONResponse({"detail": "bad or missing webhook signature"}, status_code=401)
+        from gitsync.webhook import decide
+
+        try:
+            secret = secret_of()
+        except GitsyncError as exc:  # a rotated secret file that vanished: refuse rather than accept anyone
+            return rejected(request, "error", 503, f"webhook secret unavailable: {exc}")
+        if secret and not any(h in request.headers for h in _PROOF_HEADERS):
+            return rejected(request, "unauthorized", 401, "bad or missing webhook signature")
         try:
             body = await _read_body(request, max_body)
         except _TooLarge:
-            return JSONResponse({"detail": f"request body larger than {max_body} bytes "
-                                           "(server.webhook_max_body)"}, status_code=413)
-        if webhook_secret and not _signed(request, body, webhook_secret):
-            return JSONResponse({"detail": "bad or missing webhook signature"}, status_code=401)
-        trigger("webhook")
-        return JSONResponse({"queued": True}, status_code=202)
+            return rejected(request, "too_large", 413,
+                            f"request body larger than {max_body} bytes (server.webhook_max_body)")
+        if secret and not _signed(request, body, secret):
+            return rejected(request, "unauthorized", 401, "bad or missing webhook signature")
+        decision = decide(dict(request.headers), body, branch)
+        if decision.outcome == "bad_payload":
+            return rejected(request, "bad_payload", 400, decision.reason)
+        metrics.webhooks.labels(decision.outcome).inc()
+        log.info("webhook: %s", decision.reason)
+        if decision.outcome == "sync":
+            trigger("webhook")
+        answer: dict[str, Any] = {"queued": True} if decision.outcome == "sync" else {
+            "queued": False, "detail": decision.reason}
+        return JSONResponse(answer, status_code=decision.status_code)
 
     return Starlette(routes=[
-        Route("/healthz", healthz), Route("/readyz", readyz), Route("/status", status_page),
-        Route("/metrics", metrics_page), Route("/webhook", webhook, methods=["POST"]),
+        Route("/", status_html), Route("/healthz", healthz), Route("/readyz", readyz), Route("/syncz", syncz),
+        Route("/status", status_json), Route("/metrics", metrics_page), Route("/webhook", webhook, methods=["POST"]),
     ])
 
 

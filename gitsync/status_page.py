@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitsync.outbox import Entry
-from gitsync.state import HistoryRow
+from gitsync.model import HistoryRow
 
 REFRESH_SECONDS = 15
 _GOOD = {"synced", "noop", "partial"}

@@ -165,7 +165,7 @@ def test_health_readiness_status_and_metrics(start_agent: StartAgent, remote: Re
 
     assert (http.get(url(agent, "/healthz")).status_code, http.get(url(agent, "/healthz")).text) == (200, "ok")
     not_ready = http.get(url(agent, "/readyz"))
-    assert not_ready.status_code == 503 and not_ready.text.startswith("not ready")
+    assert (not_ready.status_code, not_ready.text) == (503, "not ready: no good commit applied yet")
     status = http.get(url(agent, "/status")).json()
     assert (status["last_result"], status["consecutive_failures"], status["applied_commit"]) == ("error", 1, None)
     assert "is empty" in status["last_message"]

@@ -37,8 +37,10 @@ def site(sites: Sites, sample_remote: RemoteRepo) -> Site:
 
 
 def readyz(site: Site) -> int:
+    """/syncz: whether the latest cycle succeeded in every step. (/readyz means "the directory holds a good
+    commit", so that a failing push-back never takes Farm's API out of its Service: issue 11.)"""
     with httpx.Client(trust_env=False, timeout=10) as http:
-        return http.get(f"http://127.0.0.1:{site.running.server_port}/readyz").status_code
+        return http.get(f"http://127.0.0.1:{site.running.server_port}/syncz").status_code
 
 
 def metric(site: Site, line_start: str) -> str:
