@@ -182,6 +182,7 @@ def test_healthz_fails_when_a_cycle_runs_longer_than_twice_the_timeout(start_age
     poll_until(lambda: http.get(url(agent, "/healthz")).status_code == 200, timeout=20, what="recovery")
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the injected death
 def test_healthz_fails_when_the_worker_is_dead(start_agent: StartAgent, sample_remote: RemoteRepo,
                                                http: httpx.Client) -> None:
     agent = start_agent(sample_remote)
