@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gitsync.outbox import Entry
 from gitsync.model import HistoryRow
+from gitsync.outbox import Entry
 
 REFRESH_SECONDS = 15
 _GOOD = {"synced", "noop", "partial"}

@@ -168,9 +168,9 @@ def test_healthz_fails_when_a_cycle_runs_longer_than_twice_the_timeout(start_age
     assert agent.wait_for_syncs(1, timeout=30)
     assert http.get(url(agent, "/healthz")).status_code == 200
     release = threading.Event()
-    original = agent.syncer.sync
+    original = agent.syncer.pull
     # A hang past every git timeout cannot be produced for real: the fault is injected into the cycle.
-    agent.syncer.sync = lambda **kw: (release.wait(30), original(**kw))[1]  # type: ignore[method-assign]
+    agent.syncer.pull = lambda **kw: (release.wait(30), original(**kw))[1]  # type: ignore[method-assign]
     try:
         agent.request_sync("test")
         stuck = poll_until(lambda: (r := http.get(url(agent, "/healthz"))).status_code == 503 and r, timeout=20,
@@ -285,6 +285,10 @@ def test_every_declared_metric_is_updated(start_agent: StartAgent, sample_remote
     http.post(url(agent, "/webhook"), content=body, headers=signed(body, {"X-GitHub-Event": "push"}))
     poll_until(lambda: agent.status()["last_result"] == "invalid", timeout=30, what="the refusal")
     http.post(url(agent, "/webhook"), content=body, headers={"X-GitHub-Event": "push"})
+    scrape()
+    os.symlink("loop.kit", target / "loop.kit")  # a step that fails: stat() gives ELOOP, even for root
+    agent.request_sync("test")
+    poll_until(lambda: agent.status()["failing_steps"], timeout=30, what="a failing step")
     scrape()
 
     declared = {m.name for m in agent.metrics.registry.collect()}
