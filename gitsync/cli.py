@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "with a git repository.")
     parser.add_argument("--version", action="version", version=f"gitsync {__version__}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="json: one JSON object per line (time, level, logger, message) for log collectors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str, settings: bool = False) -> argparse.ArgumentParser:
@@ -77,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if args.log_format == "json":
+        from gitsync.logformat import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setFormatter(JsonFormatter())
     install_redaction(logging.getLogger("httpx"), logging.getLogger("httpcore"))
     try:
         return int(args.handler(args))

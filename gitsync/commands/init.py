@@ -16,6 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; give the file to write, e.g. "
+                          f"`gitsync init {path / DEFAULT_CONFIG_FILE}`")
+    if not path.parent.is_dir():
+        raise ConfigError(f"folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
     if path.exists() and not args.force:
         raise ConfigError(f"{path} already exists; use --force to overwrite it")
     path.write_text(starter_file(), encoding="utf-8")
