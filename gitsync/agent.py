@@ -18,6 +18,7 @@ from gitsync.capture import capture
 from gitsync.commit_status import StatusPoster
 from gitsync.config import Settings
 from gitsync.cycle import STEPS, Steps
+from gitsync.dirty import DirtySet
 from gitsync.metrics import Metrics
 from gitsync.outbox import Outbox
 from gitsync.pushback import PushBack
@@ -38,6 +39,7 @@ class Agent:
         self.metrics = metrics or Metrics()
         self.pushback = pushback
         self._watcher: DirectoryWatcher | None = None
+        self._dirty: DirtySet | None = None  # what the watcher saw change; None: no watcher, scan everything
         self._debouncer: Debouncer | None = None
         self.ready = threading.Event()
         self.last_result: SyncResult | None = None
@@ -66,12 +68,13 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         log.info("starting: %s", self.settings.describe())
+        if self.pushback is not None:  # watching before the first cycle: its full scan misses nothing
+            self._debouncer = Debouncer(self.settings.push_debounce, lambda: self.request_sync("local change"))
+            self._dirty = DirtySet()
+            self._watcher = DirectoryWatcher(self.syncer.target.directory, self._debouncer.poke, dirty=self._dirty)
+            self._watcher.start()
         self._worker.start()
         self.request_sync("start")
-        if self.pushback is not None:
-            self._debouncer = Debouncer(self.settings.push_debounce, lambda: self.request_sync("local change"))
-            self._watcher = DirectoryWatcher(self.syncer.target.directory, self._debouncer.poke)
-            self._watcher.start()
         self._start_scheduler()
         if self.settings.server_listen:
             self._start_server()
@@ -187,13 +190,15 @@ class Agent:
         steps = Steps(seen=self._tracebacks_logged)
         result = SyncResult("error", applied=applied, message="the pull did not run")
         self._cycle_started = time.monotonic()
+        local = self._local_changes()  # only these target files are looked at (None: all of them)
+        self.syncer.dirty = lambda: local
         try:
             with steps.step("recover"):  # before anything looks at the directory: an interrupted apply is ours
                 self.syncer.recover()
             if self.pushback is not None:
                 with steps.step("capture"):  # stable local changes -> outbox
                     capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
-                            self.settings.sync_max_delete_share)
+                            self.settings.sync_max_delete_share, names=local)
                 with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
                     failures = int(self.syncer.state.get("push_failures", 0))
                     if self.pushback.flush():
@@ -207,6 +212,8 @@ class Agent:
         finally:
             self._cycle_started = None
         self._tracebacks_logged = steps.seen
+        if steps.failures and self._dirty is not None:  # what this cycle was told may not have been handled
+            self._dirty.everything()
         if self.status_poster is not None:
             self.status_poster.after_sync(result)
         self._observe(result)
@@ -214,6 +221,14 @@ class Agent:
             self.syncs_done += 1
             self._done.notify_all()
         return result
+
+    def _local_changes(self) -> set[str] | None:
+        """What the watcher saw change, including every change made before this cycle began."""
+        if self._dirty is None:
+            return None
+        if self._watcher is not None and not self._watcher.settle():
+            self._dirty.everything()
+        return self._dirty.take()
 
     def _push_retry_due(self) -> bool:
         """Push retries keep their own timer: with `sync.interval = 600` a retry due in 2 s still runs in 2 s."""

@@ -47,15 +47,23 @@ def settled(content: bytes) -> bool:
     return True
 
 
-def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_share: float = 0.5) -> list[str]:
-    """Record every settled local change; returns the targets captured."""
+def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_share: float = 0.5,
+            names: set[str] | None = None) -> list[str]:
+    """Record every settled local change; returns the targets captured. `names`: only these files (and the
+    outbox's) may have changed, as the watcher saw; None looks at every file."""
     if not target.directory.is_dir():
         log.warning("job directory %s does not exist; not looking for local changes", target.directory)
         return []
-    owned = state.manifest()
     pending = {e.target: e for e in outbox.entries()}
-    seen = target.scan(owned)
     baseline = outbox.baseline()
+    if names is None or baseline is None:
+        owned = state.manifest()
+        seen = target.scan(owned)
+        total = len(owned)
+    else:
+        owned = state.owned(names | set(pending))
+        seen = target.scan_names(names | set(pending), owned)
+        total = -1  # counted only if needed
     if baseline is None:
         baseline = {t: s.blob for t, s in seen.items() if t not in owned and t not in pending}
         outbox.take_baseline(baseline)
@@ -65,9 +73,11 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
     captured: list[str] = []
     unreadable: list[str] = []
     vanished = [t for t in owned if t not in seen and t not in pending]
-    if len(vanished) > 1 and len(vanished) > max_delete_share * len(owned):
+    if len(vanished) > 1 and total < 0:
+        total = state.owned_count()
+    if len(vanished) > 1 and len(vanished) > max_delete_share * total:
         log.error("%d of %d managed files vanished from %s at once; not pushing that as deletions (an unmounted "
-                  "volume?). Delete them in git if it was intended", len(vanished), len(owned), target.directory)
+                  "volume?). Delete them in git if it was intended", len(vanished), total, target.directory)
         owned = {t: o for t, o in owned.items() if t not in vanished}
     for name in sorted(set(owned) | set(seen) | set(pending)):
         entry, mine, have = pending.get(name), owned.get(name), seen.get(name)

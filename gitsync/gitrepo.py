@@ -15,7 +15,7 @@ import base64
 import os
 import shlex
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,6 +241,22 @@ class GitMirror:
             mode, kind, blob = meta.split()
             if kind == "blob":
                 entries[name] = TreeEntry(mode, blob)
+        return entries
+
+    def entries(self, commit: str, paths: Iterable[str]) -> dict[str, TreeEntry]:
+        """The tree entries of these exact file paths in `commit` (missing ones left out): one `ls-tree`
+        however big the tree is."""
+        wanted = sorted(set(paths))
+        entries: dict[str, TreeEntry] = {}
+        for at in range(0, len(wanted), 500):
+            out = self._run("ls-tree", "ls-tree", "-z", "--full-tree", "--end-of-options", commit, "--",
+                            *(f":(literal){p}" for p in wanted[at:at + 500]), strip_newline_in_stdout=False)
+            for record in out.split("\0"):
+                if record:
+                    meta, name = record.split("\t", 1)
+                    mode, kind, blob = meta.split()
+                    if kind == "blob":
+                        entries[name] = TreeEntry(mode, blob)
         return entries
 
     def diff(self, old: str, new: str, path: str) -> list[Change]:

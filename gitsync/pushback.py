@@ -189,10 +189,7 @@ class PushBack:
 
     # -- building blocks -----------------------------------------------------------------------------
     def _carry_all(self, entries: list[Entry], head: str) -> list[Step]:
-        listing = self.mirror.list_tree(head, self.settings.repo_path)  # once per flush, not once per entry
-        synced, new_dir = self.settings.repo_path.strip("/"), self.settings.push_new_file_dir.strip("/")
-        if synced and new_dir and new_dir != synced and not new_dir.startswith(synced + "/"):
-            listing.update(self.mirror.list_tree(head, new_dir))  # new files go outside the synced folder
+        listing, delta = self._relevant_listing(entries, head)
         by_target = {defset.target_name(p): p for p in listing if defset.is_definition_path(p)}
         steps = []
         for entry in entries:
@@ -201,25 +198,67 @@ class PushBack:
             head_text = self.mirror.read_blob(item.blob) if item else None
             base = self.mirror.read_blob(entry.base_blob) if entry.base_blob else None
             steps.append(Step(entry, repo_path, base, head_text, carry(entry.content, base, head_text, repo_path)))
-        return self._check_against_head(steps, listing)
+        return self._check_against_head(steps, listing, head, delta)
 
-    def _check_against_head(self, steps: list[Step], listing: dict[str, TreeEntry]) -> list[Step]:
+    def _folders(self) -> list[str]:
+        synced, new_dir = self.settings.repo_path.strip("/"), self.settings.push_new_file_dir.strip("/")
+        if synced and new_dir and new_dir != synced and not new_dir.startswith(synced + "/"):
+            return [synced, new_dir]  # new files go outside the synced folder
+        return [synced]
+
+    def _since_applied(self, head: str) -> dict[str, TreeEntry | None] | None:
+        """Definition files that differ between the applied commit (whose names the state indexes) and `head`,
+        or None when that cannot be told (nothing applied, or the applied commit is gone)."""
+        applied = self.state.get("applied_commit")
+        if not applied or not self.mirror.has_commit(applied):
+            return None
+        delta: dict[str, TreeEntry | None] = {}
+        for folder in self._folders():
+            for change in self.mirror.diff(applied, head, folder):
+                if defset.is_definition_path(change.path):
+                    delta[change.path] = TreeEntry(change.mode, change.blob) if change.blob else None
+        return delta
+
+    def _relevant_listing(self, entries: list[Entry], head: str) \
+            -> tuple[dict[str, TreeEntry], dict[str, TreeEntry | None] | None]:
+        """The head's entries for the files these changes land on: through the state's index and the diff since
+        the applied commit, not a listing of the whole tree (a listing only when the index cannot say)."""
+        delta = self._since_applied(head)
+        if delta is None:
+            listing: dict[str, TreeEntry] = {}
+            for folder in self._folders():
+                listing.update(self.mirror.list_tree(head, folder))
+            return listing, None
+        targets = {e.target for e in entries}
+        paths = {e.repo_path for e in entries if e.repo_path}
+        paths |= {p for found in self.state.paths_landing(targets).values() for p in found}
+        paths |= {p for p in delta if defset.target_name(p) in targets}
+        return self.mirror.entries(head, paths), delta
+
+    def _check_against_head(self, steps: list[Step], listing: dict[str, TreeEntry], head: str,
+                            delta: dict[str, TreeEntry | None] | None) -> list[Step]:
         """Block changes that would break the branch as a whole (a job name another file already defines):
-        every agent's next pull would refuse that commit."""
-        cached = self.state.tree()
+        every agent's next pull would refuse that commit. Only the files sharing a job or file name with
+        the changes are looked at."""
+        carried = {s.repo_path for s in steps if s.ok and s.carried.touches(s.head)}
+        texts = {s.repo_path: tuple(jobs_of(s.carried.text)) for s in steps
+                 if s.repo_path in carried and s.carried.text is not None}
+        if delta is not None:  # the head's files that share a name with the changes, through the index
+            names = {n for found in texts.values() for n in found}
+            targets = {defset.target_name(p) for p in carried}
+            near = {p for found in self.state.paths_named(names).values() for p in found}
+            near |= {p for found in self.state.paths_landing(targets).values() for p in found}
+            listing = self.mirror.entries(head, (near | set(delta)) - carried)
+        cached = self.state.tree_rows(p for p in listing if defset.is_definition_path(p))
         files: dict[str, defset.Checked] = {}
         for path, item in listing.items():
-            if defset.is_definition_path(path):
+            if defset.is_definition_path(path) and path not in carried:
                 record = cached.get(path)
-                names = record.names if record and record.blob == item.blob else \
+                names_here = record.names if record and record.blob == item.blob else \
                     check_kit(self.mirror.read_blob(item.blob), path).names
-                files[path] = defset.Checked(path, names, ())
-        carried = {s.repo_path for s in steps if s.ok and s.carried.touches(s.head)}
-        for step in steps:
-            if step.repo_path in carried:
-                files.pop(step.repo_path, None)
-                if step.carried.text is not None:
-                    files[step.repo_path] = defset.Checked(step.repo_path, tuple(jobs_of(step.carried.text)), ())
+                files[path] = defset.Checked(path, names_here, ())
+        for path, jobs in texts.items():
+            files[path] = defset.Checked(path, jobs, ())
         problems = defset.check_set(files.values(), changed=carried)
         checked = []
         for step in steps:

@@ -12,11 +12,14 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gitsync.defset import KIT_SUFFIX
+from gitsync.dirty import DirtySet
+from gitsync.target_dir import TEMP_PREFIX, TEMP_SUFFIX
 
 log = logging.getLogger("gitsync.watch")
 
@@ -81,11 +84,18 @@ class Debouncer:
 
 
 class DirectoryWatcher:
-    def __init__(self, directory: Path, on_change: Callable[[], None], *, polling: bool = False) -> None:
+    """`on_change` is poked for every relevant event; `dirty`, when given, collects the file names the events
+    name and is told when events were lost (inotify queue overflow, fall-back to polling)."""
+
+    def __init__(self, directory: Path, on_change: Callable[[], None], *, polling: bool = False,
+                 dirty: DirtySet | None = None) -> None:
         self.directory = directory
         self.on_change = on_change
         self.polling = polling
+        self.dirty = dirty
         self._observer: Any = None
+        self._overflow: logging.Filter | None = None
+        self._barriers: dict[str, threading.Event] = {}
 
     def start(self) -> None:
         from watchdog.events import (
@@ -104,16 +114,23 @@ class DirectoryWatcher:
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
+                barrier = watcher._barriers.get(os.path.basename(os.fsdecode(event.src_path)))
+                if barrier is not None:
+                    barrier.set()
+                    return
                 if event.event_type in ("opened", "closed_no_write"):
                     return
                 paths = [os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")]
                 if any(relevant(p) for p in paths if p):
+                    if watcher.dirty is not None:
+                        watcher.dirty.add(p for p in paths if relevant(p))
                     watcher.on_change()
 
         # Only writes matter. Without a filter every read of the directory (a Farm rescan reads every file
         # every 10 s) is two inotify events, enough to overflow the kernel's queue and lose real ones.
         wanted = [FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent]
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._watch_overflow()
         if not self.polling:
             try:
                 self._observer = Observer()
@@ -125,11 +142,58 @@ class DirectoryWatcher:
                             "fs.inotify.max_user_watches / max_user_instances to get events back",
                             self.directory, exc.strerror or exc)
                 self.polling = True
+                if self.dirty is not None:
+                    self.dirty.everything()
         self._observer = PollingObserver(timeout=2)
         self._observer.schedule(Handler(), str(self.directory), recursive=False, event_filter=wanted)
         self._observer.start()
+
+    def settle(self, timeout: float = 5.0) -> bool:
+        """Wait until every event for a change made before this call has reached `dirty`: inotify delivers
+        events in order, so once the event of a marker file created now arrives, all earlier ones have.
+        False when that cannot be known (polling, or the watcher is stuck): then look at everything."""
+        if self.polling or self._observer is None:
+            return False
+        name = f"{TEMP_PREFIX}barrier-{uuid.uuid4().hex}{TEMP_SUFFIX}"  # never a .kit; crash leftovers are swept
+        arrived = self._barriers[name] = threading.Event()
+        try:
+            marker = self.directory / name
+            marker.touch()
+            marker.unlink()
+            return arrived.wait(timeout)
+        except OSError:
+            return False
+        finally:
+            self._barriers.pop(name, None)
 
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(5)
+        if self._overflow is not None:
+            logging.getLogger("watchdog.observers.inotify_c").removeFilter(self._overflow)
+
+    def _watch_overflow(self) -> None:
+        """watchdog reports a kernel queue overflow (events lost) only as a log record; that record means
+        the next cycle must look at every file."""
+        dirty = self.dirty
+        if dirty is None:
+            return
+
+        def lost(record: logging.LogRecord) -> bool:
+            if "overflow" in record.getMessage():
+                dirty.everything()
+                self.on_change()
+            return True
+
+        self._overflow = _CallFilter(lost)
+        logging.getLogger("watchdog.observers.inotify_c").addFilter(self._overflow)
+
+
+class _CallFilter(logging.Filter):
+    def __init__(self, call: Callable[[logging.LogRecord], bool]) -> None:
+        super().__init__()
+        self.call = call
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.call(record)

@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,14 @@ import pytest
 from pull_helpers import isolate, kit, work_dir
 
 import gitsync.sync as sync_module
+from gitsync.agent import build_agent
 from gitsync.config import load_settings
+from gitsync.dirty import DirtySet
 from gitsync.gitrepo import GitMirror
 from gitsync.sync import Syncer
 from gitsync.testing.repos import RemoteRepo, git
 from gitsync.testing.waiting import wait_until
+from gitsync.watch import DirectoryWatcher
 
 
 @pytest.fixture
@@ -67,6 +70,10 @@ class Counts:
 
 
 def counted_sync(syncer: Syncer, monkeypatch: pytest.MonkeyPatch) -> tuple[Counts, Any]:
+    return counted(syncer.sync, syncer, monkeypatch)
+
+
+def counted(run: Callable[[], Any], syncer: Syncer, monkeypatch: pytest.MonkeyPatch) -> tuple[Counts, Any]:
     counts = Counts()
     real_stat, real_lstat, real_scandir = os.stat, os.lstat, os.scandir
     real_read_blob, real_read_blobs = GitMirror.read_blob, GitMirror.read_blobs
@@ -124,7 +131,7 @@ def counted_sync(syncer: Syncer, monkeypatch: pytest.MonkeyPatch) -> tuple[Count
         db.row_factory = row
         db.set_progress_handler(step, 100)
         try:
-            result = syncer.sync()
+            result = run()
         finally:
             db.row_factory = None
             db.set_progress_handler(None, 100)
@@ -163,6 +170,60 @@ def test_a_one_file_commit_costs_the_same_among_2000_definitions_as_among_200(
     assert large["rows"] == small["rows"] < 40
     # SQLite's own work per indexed lookup grows with the B-tree's depth only: a scan of 2,000 rows would not.
     assert large["sqlite_steps"] <= small["sqlite_steps"] * 1.3 + 10
+
+
+def agent_cycle_after_a_commit(root: Path, count: int, monkeypatch: pytest.MonkeyPatch) -> Counts:
+    """Counts for the agent's whole cycle (recover, capture, flush, pull, record) after a one-file commit,
+    with a local edit the watcher reported."""
+    remote = seeded_remote(root, count)
+    settings = load_settings(None, {"repo.url": remote.url, "repo.path": "jobs", "target.directory":
+                                    str(root / "target"), "state.dir": str(root / "state"), "server.listen": ""})
+    agent = build_agent(settings)
+    agent._dirty = DirtySet()  # noqa: SLF001 - what start() wires to the watcher, without its threads
+    try:
+        assert agent.run_once("start").result == "synced"  # the first cycle scans everything
+        assert agent.run_once("timer").result == "noop"  # the first look at the directory it created
+        remote.commit({"jobs/group-07/job-00007.kit": kit("job-00007", args=("changed",))})
+        (root / "target" / "job-00011.kit").write_text(kit("job-00011", args=("edited-here",)), encoding="utf-8")
+        agent._dirty.add([str(root / "target" / "job-00011.kit")])  # noqa: SLF001
+        counts, result = counted(lambda: agent.run_once("SIGHUP"), agent.syncer, monkeypatch)
+        assert result.result == "synced" and "job-00007.kit" in result.written
+        assert b"edited-here" in subprocess.run(
+            ["git", "show", "main:jobs/group-11/job-00011.kit"], cwd=remote.bare, capture_output=True).stdout
+        return counts
+    finally:
+        agent.syncer.close()
+
+
+def test_the_agent_looks_only_at_what_git_and_its_watcher_say_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small = agent_cycle_after_a_commit(tmp_path / "small", 200, monkeypatch)
+    large = agent_cycle_after_a_commit(tmp_path / "large", 2000, monkeypatch)
+    print(f"agent 200: {dict(small.c)}; 2000: {dict(large.c)}")
+
+    assert large["stat"] == small["stat"]
+    assert (large["blobs"], large["parsed"], large["rows"]) == (small["blobs"], small["parsed"], small["rows"])
+    assert large["sqlite_steps"] <= small["sqlite_steps"] * 1.3 + 10
+
+
+def test_the_watcher_names_the_files_it_saw_change(tmp_path: Path) -> None:
+    dirty = DirtySet()
+    assert dirty.take() is None  # at start: everything
+    pokes: list[int] = []
+    watcher = DirectoryWatcher(tmp_path, lambda: pokes.append(1), dirty=dirty)
+    watcher.start()
+    try:
+        (tmp_path / "a.kit").write_text(kit("a"), encoding="utf-8")
+        (tmp_path / "notes.txt").write_text("not a definition", encoding="utf-8")
+        (tmp_path / ".b.kit.swp").write_text("editor", encoding="utf-8")
+        assert watcher.settle(timeout=30)  # every event of what was done before it has arrived
+        assert dirty.take() == {"a.kit"}
+        assert pokes
+        dirty.everything()  # what an inotify overflow or a fall-back to polling does
+        assert dirty.take() is None and dirty.take() == set()
+    finally:
+        watcher.stop()
 
 
 def test_a_clash_found_incrementally_blames_the_new_file_and_clears_when_it_goes(
