@@ -12,10 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from gitsync import kitname
 from gitsync.kit import KitReport
+from gitsync.kitname import KIT_SUFFIX as KIT_SUFFIX  # re-exported: one rule, in kitname
+from gitsync.kitname import is_definition_path as is_definition_path
 from gitsync.problems import Problem
-
-KIT_SUFFIX = ".kit"
 
 
 @dataclass(frozen=True)
@@ -40,13 +41,6 @@ def target_name(repo_path: str) -> str:
     return posixpath.basename(repo_path)
 
 
-def is_definition_path(repo_path: str) -> bool:
-    """Farm loads files ending exactly in `.kit`; anything else in the repo, or in a hidden folder such as
-    `.github/` or `.drafts/`, is documentation, tooling or work in progress."""
-    hidden = any(part.startswith(".") and part not in (".", "..") for part in repo_path.split("/"))
-    return repo_path.endswith(KIT_SUFFIX) and not hidden
-
-
 def suffix_problem(repo_path: str) -> Problem | None:
     """A near-miss like `job.KIT`, which a reviewer would expect to load but Farm never will."""
     base = posixpath.basename(repo_path)
@@ -57,6 +51,17 @@ def suffix_problem(repo_path: str) -> Problem | None:
 
 
 _SYMLINK = "definition file is a symbolic link"
+
+
+def unsafe_name_problem(repo_path: str) -> Problem | None:
+    """A file Farm would load but gitsync refuses to sync, because its name is not safe to write
+    (hidden, a control character, too long for gitsync's temp name). gitsync's rule, stricter than Farm."""
+    base = posixpath.basename(repo_path)
+    problem = kitname.name_problem(base)
+    if problem is None or not kitname.farm_loads(base):
+        return None
+    return Problem(repo_path, 1, 1, "error", f"{problem}; gitsync does not sync it (stricter than Farm)",
+                   "rename the file to a plain, visible name")
 
 
 def symlink_problem(repo_path: str) -> Problem:

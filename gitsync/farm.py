@@ -16,7 +16,7 @@ FIELD_TYPES: Final[dict[str, tuple[tuple[type, ...], str]]] = {
     "command": ((str,), "a string"),
     "name": ((str,), "a string"),
     "args": ((list,), "an array of strings"),
-    "allowed_args": ((dict,), "a table of { arg = string, default = any }"),
+    "allowed_args": ((dict,), "a table of { arg = string or integer, default = any }"),
     "task_function": ((str,), "a string"),
     "env": ((dict,), "a table of strings"),
     "log_to_stdout": ((bool,), "true or false"),
@@ -32,7 +32,15 @@ FIELD_TYPES: Final[dict[str, tuple[tuple[type, ...], str]]] = {
 }
 
 REQUIRED_FIELDS: Final = ("job_type", "command")
-JOB_TYPES: Final = ("base", "kit-service")
+#: Farm's job types registry (nv/svc/farm/services/jobs/job_types): an executable, a Kit app run with the
+#: file merged in as its config, and a Kit service whose ``task_function`` is called.
+JOB_TYPES: Final = ("base", "kit", "kit-service")
+
+#: Fields the directory store reads from a file (``DirectoryJobStore._generate_job_definition``);
+#: anything else in a ``[job.<key>]`` table is ignored by the loader.
+LOADED_FIELDS: Final = ("job_type", "command", "args", "task_function", "headless", "env", "log_to_stdout",
+                        "allowed_args", "success_return_codes", "capacity_requirements", "working_directory",
+                        "container")
 
 #: Fields the store fills in itself; they mean nothing in git and are never committed.
 STORE_ONLY_FIELDS: Final = frozenset({"job_spec_path", "unresolved_command_path", "extension_paths"})
@@ -116,22 +124,56 @@ def as_job_definition(name: str, definition: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def bad_folder_placeholders(paths: list[Any]) -> list[str]:
-    """Entries of `[settings.app.exts.folders] "++"` that make Farm's `str.format(job=...)` raise.
+#: The key path Farm walks for ``${job}`` extension folders (``DirectoryJobStore._resolve_extension_paths``).
+EXTENSION_FOLDERS_KEY: Final = ("settings", "app", "exts", "folders", "++")
 
-    Farm formats these outside its per-definition error handling, so one bad entry aborts the
-    whole directory rescan; return a description of each offending entry.
+
+def extension_folder_problems(doc: dict[str, Any]) -> list[tuple[tuple[str, ...], str, bool]]:
+    """What is wrong with a parsed file's ``[settings.app.exts.folders] "++"``, as (key path, reason, aborts).
+
+    Farm walks the key path tolerating only a missing key, iterates the value and formats each entry with
+    ``str.format(job=<folder>)``, all outside its per-definition error handling: whatever raises there
+    aborts the whole directory rescan (``aborts`` is True). ``aborts`` False marks what Farm accepts but
+    reads wrongly (a string without braces becomes one folder per character): gitsync's stricter rule.
     """
-    bad: list[str] = []
-    for entry in paths:
+    node: Any = doc
+    walked: tuple[str, ...] = ()
+    for chunk in EXTENSION_FOLDERS_KEY:
+        if not isinstance(node, dict):
+            return [(walked, f"'{'.'.join(walked)}' is {kind(node)}, not a table", True)]
+        if chunk not in node:
+            return []
+        node = node[chunk]
+        walked = (*walked, chunk)
+    where = 'extension folders "++"'
+    if isinstance(node, str):
+        if "{" in node or "}" in node:
+            return [(walked, f"{where} is the string {node!r}; Farm reads it character by character and the "
+                             "lone brace raises", True)]
+        return [(walked, f"{where} is the string {node!r}; Farm reads it as one folder per character", False)]
+    if isinstance(node, dict):
+        return [(walked, f"{where} is a table; Farm reads its keys as folders", False)]
+    if not isinstance(node, list):
+        return [(walked, f"{where} is {kind(node)}, which Farm cannot iterate", True)]
+    found: list[tuple[tuple[str, ...], str, bool]] = []
+    for entry in node:
         if not isinstance(entry, str):
-            bad.append(f"{entry!r} is not a string")
+            found.append((walked, f"{where} holds {kind(entry)} {entry!r}, not a string", True))
             continue
         try:
             entry.format(job="/x")
-        except (KeyError, IndexError, ValueError) as exc:
-            bad.append(f"{entry!r} ({type(exc).__name__}: {exc})")
-    return bad
+        except Exception as exc:  # noqa: BLE001 - whatever str.format raises, Farm's rescan dies of it
+            found.append((walked, f"{where} entry {entry!r} breaks str.format ({type(exc).__name__}: {exc})",
+                          True))
+    return found
+
+
+def kind(value: Any) -> str:
+    """A TOML value's kind, for messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    return {int: "an integer", float: "a float", str: "a string", list: "an array",
+            dict: "a table"}.get(type(value), f"a {type(value).__name__}")
 
 
 def _copy(value: Any) -> Any:

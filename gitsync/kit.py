@@ -15,7 +15,7 @@ from typing import Any
 
 import toml
 
-from gitsync import farm
+from gitsync import farm, kitname
 from gitsync.problems import Problem
 
 MAX_FILE_SIZE = 1024 * 1024
@@ -34,7 +34,16 @@ class KitReport:
 
 
 def check_kit(data: bytes, path: str, *, strict: bool = False, max_size: int = MAX_FILE_SIZE) -> KitReport:
-    """Check a file's bytes; `path` is only used in messages."""
+    """Check a file's bytes; `path` is only used in messages. Never raises: whatever the bytes, the answer
+    is a report (a file nested too deeply for the parsers is an error like any other)."""
+    try:
+        return _check_kit(data, path, strict=strict, max_size=max_size)
+    except RecursionError:
+        return _fail(path, "the file nests arrays or tables too deeply to be parsed",
+                     "flatten the structure (Farm's parser would fail on it too)")
+
+
+def _check_kit(data: bytes, path: str, *, strict: bool, max_size: int) -> KitReport:
     if len(data) > max_size:
         return _fail(path, f"file is {len(data)} bytes, over the {max_size}-byte limit",
                      "split it into smaller files or raise sync.max_file_size")
@@ -70,7 +79,9 @@ def _parse_both(text: str, path: str) -> tuple[dict[str, Any] | None, Problem | 
                              "fix the syntax (TOML 1.0)")
     try:
         farm_doc = toml.loads(text)
-    except (toml.TomlDecodeError, IndexError, ValueError, TypeError) as exc:
+    except RecursionError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - toml 0.10 raises many types; Farm skips the file for any of them
         line, col = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
         reason = getattr(exc, "msg", str(exc))
         return None, Problem(path, line, col, "error", f"Farm's TOML parser (toml 0.10) rejects this file: {reason}",
@@ -147,17 +158,33 @@ class _Locator:
         return Problem(self.path, number, 1, "error" if severity == "error" else "warning", message, fix)
 
 
+STRICTER = "gitsync's rule, stricter than Farm"
+
+
 def _check_document(doc: dict[str, Any], at: _Locator, *, strict: bool) -> KitReport:
+    """Farm's ``DirectoryJobStore._load_configuration`` step by step: what aborts its rescan, what it skips,
+    what it ignores; then gitsync's stricter rules, each saying so."""
     problems: list[Problem] = []
-    jobs = doc.get("job")
-    if jobs is None:
+    for keys, reason, aborts in farm.extension_folder_problems(doc):
+        problems.append(at.problem(lambda keys=keys: at.key_path(keys), "error",  # type: ignore[misc]
+                                   reason + ("; Farm's rescan of the whole job directory aborts on it" if aborts
+                                             else f" ({STRICTER})"),
+                                   'write [settings.app.exts.folders] "++" = ["${job}/exts"], an array of strings '
+                                   "using only the ${job} placeholder"))
+    if "job" not in doc:
         problems.append(at.problem(1, "warning", "file defines no [job.<name>] table; Farm ignores it",
                                    "add a [job.<name>] table or move the file out of the definitions path"))
-        jobs = {}
-    elif not isinstance(jobs, dict):
-        return KitReport((), (at.problem(1, "error", "'job' is not a table, which aborts Farm's whole rescan",
-                                         "define jobs as [job.<name>] tables"),))
-    problems += _check_folders(doc, at)
+        return KitReport((), tuple(problems))
+    jobs = doc["job"]
+    if not isinstance(jobs, dict):
+        problems.append(at.problem(lambda: at.key_path(("job",)), "error",
+                                   f"'job' is {farm.kind(jobs)}, not a table; Farm's rescan of the whole job "
+                                   "directory aborts on it", "define jobs as [job.<name>] tables"))
+        return KitReport((), tuple(problems))
+    if not jobs:
+        problems.append(at.problem(lambda: at.key_path(("job",)), "warning",
+                                   "the [job] table is empty; Farm logs a warning and loads nothing from this file",
+                                   "add a [job.<name>] table or remove the file"))
     names: list[str] = []
     for key, definition in jobs.items():
         names.append(key)
@@ -165,31 +192,22 @@ def _check_document(doc: dict[str, Any], at: _Locator, *, strict: bool) -> KitRe
     return KitReport(tuple(names), tuple(problems))
 
 
-def _check_folders(doc: dict[str, Any], at: _Locator) -> list[Problem]:
-    """Farm formats `[settings.app.exts.folders] "++"` with str.format(job=...) outside its error handling."""
-    folders = doc.get("settings", {}).get("app", {}).get("exts", {}).get("folders", {})
-    if not isinstance(folders, dict) or "++" not in folders:
-        return []
-    entries = folders["++"]
-    if not isinstance(entries, list):
-        entries = [entries]
-    line = next((n for n, text in enumerate(at.lines, 1) if '"++"' in text or "'++'" in text), 1)
-    return [at.problem(line, "error",
-                       f"extension folder {bad} breaks Farm's rescan of every job directory",
-                       "use only the ${job} placeholder (the file's folder) and no other {...}")
-            for bad in farm.bad_folder_placeholders(entries)]
-
-
 def _check_definition(key: str, definition: Any, at: _Locator, *, strict: bool) -> list[Problem]:
     def head() -> int:
         return at.table(key)
 
     if not isinstance(definition, dict):
-        return [at.problem(head, "error", f"job.{key} is not a table", f"write it as [job.{key}]")]
+        return [at.problem(head, "error", f"job.{key} is {farm.kind(definition)}, not a table, so Farm skips it",
+                           f"write it as a [job.{key}] table")]
     problems: list[Problem] = []
+    unsafe = kitname.job_name_problem(key)
+    if unsafe:
+        problems.append(at.problem(head, "error", f"{unsafe} ({STRICTER}: it could not be saved as a file "
+                                   "inside the job directory)", "rename the [job.<name>] table"))
     bad_name = farm.name_problem(key)
     if bad_name:
-        problems.append(at.problem(head, "error", bad_name, "rename the [job.<name>] table (lowercase, '-', ≤ 32)"))
+        problems.append(at.problem(head, "error", f"{bad_name} (jobs/save refuses it; tasks reference jobs by it)",
+                                   "rename the [job.<name>] table (lowercase, '-', ≤ 32)"))
     for field in farm.REQUIRED_FIELDS:
         if field not in definition:
             problems.append(at.problem(head, "error", f"job.{key} has no '{field}', so Farm skips it",
@@ -205,6 +223,13 @@ def _check_definition(key: str, definition: Any, at: _Locator, *, strict: bool) 
     return problems
 
 
+#: Fields the directory store never reads from a file, and what that means for the user.
+_IGNORED = {
+    "extension_paths": "Farm computes it from [settings.app.exts.folders]",
+    "unresolved_command_path": "Farm sets it from 'command'",
+}
+
+
 def _check_field(key: str, field: str, value: Any, at: _Locator) -> list[Problem]:
     def line() -> int:
         return at.field(key, field)
@@ -213,36 +238,48 @@ def _check_field(key: str, field: str, value: Any, at: _Locator) -> list[Problem
     if spec is None:
         return [at.problem(line, "warning", f"job.{key}.{field} is not a field Farm knows; it is ignored",
                            "check the spelling or remove it")]
+    if field in _IGNORED:
+        return [at.problem(line, "warning", f"Farm's directory store ignores job.{key}.{field} in a file "
+                           f"({_IGNORED[field]})", "remove it")]
+    if field == "job_spec_path":
+        return [at.problem(line, "warning", f"job.{key}.job_spec_path is set by the job store and means nothing in git",
+                           "remove it")]
+    if field == "active":
+        if value is False:
+            return [at.problem(line, "warning", f"job.{key}.active = false has no effect: Farm's directory store "
+                               "never reads 'active' from a file, so the job stays active",
+                               "remove the job (or its file) to retire it")]
+        return []
     types, described = spec
     wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
     if not wrong:
         wrong = _element_problem(field, value)
     if wrong:
-        return [at.problem(line, "error", f"job.{key}.{field} must be {described}, not {_kind(value)}",
+        return [at.problem(line, "error", f"job.{key}.{field} must be {described}, not {farm.kind(value)} "
+                           f"({STRICTER}: Farm loads it and the job fails when it runs)",
                            f"write {field} as {described}")]
     if field == "job_type" and value not in farm.JOB_TYPES:
-        return [at.problem(line, "error", f"job.{key}.job_type is {value!r}; Farm knows only "
-                           + " and ".join(repr(t) for t in farm.JOB_TYPES), "use \"base\" or \"kit-service\"")]
-    if field == "job_spec_path":
-        return [at.problem(line, "warning", f"job.{key}.job_spec_path is set by the job store and means nothing in git",
-                           "remove it")]
+        known = ", ".join(repr(t) for t in farm.JOB_TYPES)
+        return [at.problem(line, "error", f"job.{key}.job_type is {value!r}; Farm's job types are {known} "
+                           f"({STRICTER}: Farm loads it and no agent can run it)", f"use one of {known}")]
     if field == "name" and farm.name_problem(value):
-        return [at.problem(line, "error", str(farm.name_problem(value)), "rename it (lowercase, '-', ≤ 32)")]
+        return [at.problem(line, "error", f"{farm.name_problem(value)} (jobs/save refuses it)",
+                           "rename it (lowercase, '-', ≤ 32)")]
     return []
 
 
 def _element_problem(field: str, value: Any) -> bool:
-    if field in ("args", "extension_paths"):
+    if field == "args":
         return not all(isinstance(v, str) for v in value)
     if field == "success_return_codes":
         return not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     if field == "env":
         return not all(isinstance(v, str) for v in value.values())
     if field == "allowed_args":
-        return not all(isinstance(v, dict) and isinstance(v.get("arg"), str) for v in value.values())
+        return not all(isinstance(v, dict) and _is_arg(v.get("arg")) for v in value.values())
     return False
 
 
-def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+def _is_arg(arg: Any) -> bool:
+    """An option name, or a position: an integer or a digit string (Farm passes it as a positional argument)."""
+    return isinstance(arg, str) or (isinstance(arg, int) and not isinstance(arg, bool) and arg >= 0)

@@ -15,11 +15,9 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Protocol
 
-from gitsync.defset import KIT_SUFFIX
-
-TEMP_PREFIX = ".gitsync-tmp-"
-#: Temp names must not end in `.kit`, or a job store scanning with endswith(".kit") would load them.
-TEMP_SUFFIX = ".tmp"
+from gitsync.kitname import TEMP_PREFIX as TEMP_PREFIX  # defined with the name rules that count them
+from gitsync.kitname import TEMP_SUFFIX as TEMP_SUFFIX
+from gitsync.kitname import is_definition_name
 
 
 def blob_id(data: bytes) -> str:
@@ -63,7 +61,7 @@ class DirectoryTarget:
             return found
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                if not entry.name.endswith(KIT_SUFFIX) or entry.name.startswith("."):
+                if not is_definition_name(entry.name):
                     continue
                 try:
                     st = entry.stat()

@@ -17,17 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gitsync.defset import KIT_SUFFIX
 from gitsync.dirty import DirtySet
-from gitsync.target_dir import TEMP_PREFIX, TEMP_SUFFIX
+from gitsync.kitname import TEMP_PREFIX, TEMP_SUFFIX, is_definition_file
 
 log = logging.getLogger("gitsync.watch")
 
 
 def relevant(path: str) -> bool:
     """A `.kit` file Farm would load; editor swap files, backups and gitsync's temp files are not."""
-    name = os.path.basename(path)
-    return name.endswith(KIT_SUFFIX) and not name.startswith((".", "#", "~"))
+    return is_definition_file(path)
 
 
 class Debouncer:

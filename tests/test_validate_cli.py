@@ -65,7 +65,7 @@ CASES = {
         [Expect("notype.kit", 1, "error", "job.notype has no 'job_type'")], 1),
     "unknown job_type": Case(
         {"docker.kit": '[job.docker]\njob_type = "docker"\ncommand = "/bin/true"\n'},
-        [Expect("docker.kit", 2, "error", "job.docker.job_type is 'docker'; Farm knows only 'base'")], 1),
+        [Expect("docker.kit", 2, "error", "job.docker.job_type is 'docker'; Farm's job types are 'base', 'kit', 'kit-service'")], 1),
     "args that are not strings": Case(
         {"numargs.kit": '[job.numargs]\n' + BASE + 'args = [1, 2]\n'},
         [Expect("numargs.kit", 4, "error", "job.numargs.args must be an array of strings")], 1),
@@ -108,7 +108,8 @@ CASES = {
          Expect("render/job.kit", 1, "error", "both land as job.kit in the flat job directory")], 1),
     "{kit} placeholder in the extension folders": Case(
         {"exts.kit": '[job.exts]\n' + BASE + '\n[settings.app.exts.folders]\n"++" = ["${job}/exts", "${kit}/exts"]\n'},
-        [Expect("exts.kit", 6, "error", "extension folder '${kit}/exts' (KeyError: 'kit') breaks Farm's rescan")],
+        [Expect("exts.kit", 6, "error", "entry '${kit}/exts' breaks str.format (KeyError: 'kit'); Farm's rescan of the whole job directory "
+                                  "aborts on it")],
         1),
     "file that is not UTF-8": Case(
         {"latin1.kit": b'[job.latin1]\njob_type = "base"\ncommand = "/opt/caf\xe9/run"\n'},
@@ -170,12 +171,24 @@ def test_validate_reports_each_mistake_where_it_is(
 
 def test_all_valid_files_give_a_clean_summary_and_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_case(tmp_path, {"a.kit": kit("alpha"), "nested/b.kit": kit("beta") + "\n" + kit("gamma"),
-                          "README.md": "not a definition", ".hidden.kit": "not [valid"})
+                          "README.md": "not a definition", ".drafts/wip.kit": "not [valid"})
 
     ran = gitsync(capsys, "validate", str(tmp_path))
 
     assert ran.code == 0
     assert ran.out == "2 file(s), 3 definition(s): all valid\n"
+
+
+def test_a_hidden_definition_file_is_an_error_because_gitsync_never_syncs_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_case(tmp_path, {".hidden.kit": kit("hidden")})
+
+    ran = gitsync(capsys, "validate", str(tmp_path))
+
+    assert ran.code == 1
+    [found] = problem_lines(ran)
+    assert "file name '.hidden.kit' starts with '.'" in found["message"]
+    assert "stricter than Farm" in found["message"]
 
 
 def test_errors_and_warnings_are_counted_in_the_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

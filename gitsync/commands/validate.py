@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from gitsync import defset
+from gitsync import defset, kitname
 from gitsync.kit import MAX_FILE_SIZE, check_kit
 from gitsync.problems import Problem, to_json
 
@@ -28,14 +29,21 @@ def run(args: argparse.Namespace) -> int:
         if path.is_symlink():
             extra.append(defset.symlink_problem(shown))
             continue
-        report = check_kit(path.read_bytes(), shown, strict=args.strict, max_size=args.max_file_size)
+        unsafe = defset.unsafe_name_problem(shown)
+        if unsafe is not None:
+            extra.append(unsafe)
+        data = read_limited(shown, args.max_file_size)
+        if isinstance(data, Problem):
+            extra.append(data)
+            continue
+        report = check_kit(data, shown, strict=args.strict, max_size=args.max_file_size)
         checked.append(defset.from_report(shown, report))
     problems = sorted(extra + [p for found in defset.check_set(checked).values() for p in found])
     if args.format == "json":
         print(to_json(problems))
     else:
         for problem in problems:
-            print(problem.format())
+            print(_printable(problem.format()))
         errors = sum(p.severity == "error" for p in problems)
         warnings = len(problems) - errors
         names = sum(len(c.names) for c in checked)
@@ -43,6 +51,45 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(checked)} file(s), {names} definition(s): {verdict}"
               + (f", {warnings} warning(s)" if warnings else ""))
     return 1 if any(p.severity == "error" for p in problems) else 0
+
+
+def _printable(line: str) -> str:
+    """A file name that is not valid UTF-8 must not crash the print of its own error."""
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def read_limited(shown: str, max_size: int) -> bytes | Problem:
+    """A definition file's bytes, or the one-line reason it cannot be checked.
+
+    Never blocks and never reads more than ``max_size + 1`` bytes: a FIFO named ``x.kit`` is opened
+    non-blocking and refused, ``/dev/zero`` is not a regular file, a huge file is refused by its size.
+    """
+    try:
+        fd = os.open(shown, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        return Problem(shown, 1, 1, "error", f"cannot read the file: {exc.strerror}", "check the path and permissions")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            return Problem(shown, 1, 1, "error", f"{kind}; Farm loads only regular .kit files",
+                           "give it a name not ending in .kit, or replace it with a definition file")
+        if st.st_size > max_size:
+            return Problem(shown, 1, 1, "error", f"file is {st.st_size} bytes, over the {max_size}-byte limit",
+                           "split it into smaller files or raise --max-file-size")
+        chunks: list[bytes] = []
+        remaining = max_size + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        return Problem(shown, 1, 1, "error", f"cannot read the file: {exc.strerror}", "check the file")
+    finally:
+        os.close(fd)
 
 
 def _files(paths: list[str], extra: list[Problem]) -> Iterator[str]:
@@ -58,7 +105,7 @@ def _files(paths: list[str], extra: list[Problem]) -> Iterator[str]:
                     near_miss = defset.suffix_problem(shown)
                     if near_miss:
                         extra.append(near_miss)
-                    elif defset.is_definition_path(shown):
-                        yield shown
+                    elif kitname.farm_loads(name):
+                        yield shown  # an unsafe name (hidden, too long) is reported by run()
         else:
             yield given
