@@ -65,7 +65,8 @@ CASES = {
         [Expect("notype.kit", 1, "error", "job.notype has no 'job_type'")], 1),
     "unknown job_type": Case(
         {"docker.kit": '[job.docker]\njob_type = "docker"\ncommand = "/bin/true"\n'},
-        [Expect("docker.kit", 2, "error", "job.docker.job_type is 'docker'; Farm's job types are 'base', 'kit', 'kit-service'")], 1),
+        [Expect("docker.kit", 2, "error",
+                "job.docker.job_type is 'docker'; Farm's job types are 'base', 'kit', 'kit-service'")], 1),
     "args that are not strings": Case(
         {"numargs.kit": '[job.numargs]\n' + BASE + 'args = [1, 2]\n'},
         [Expect("numargs.kit", 4, "error", "job.numargs.args must be an array of strings")], 1),
