@@ -109,8 +109,8 @@ CASES = {
          Expect("render/job.kit", 1, "error", "both land as job.kit in the flat job directory")], 1),
     "{kit} placeholder in the extension folders": Case(
         {"exts.kit": '[job.exts]\n' + BASE + '\n[settings.app.exts.folders]\n"++" = ["${job}/exts", "${kit}/exts"]\n'},
-        [Expect("exts.kit", 6, "error", "entry '${kit}/exts' breaks str.format (KeyError: 'kit'); Farm's rescan of the whole job directory "
-                                  "aborts on it")],
+        [Expect("exts.kit", 6, "error", "entry '${kit}/exts' breaks str.format (KeyError: 'kit'); "
+                                        "Farm's rescan of the whole job directory aborts on it")],
         1),
     "file that is not UTF-8": Case(
         {"latin1.kit": b'[job.latin1]\njob_type = "base"\ncommand = "/opt/caf\xe9/run"\n'},
