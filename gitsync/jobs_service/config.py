@@ -1,7 +1,17 @@
-"""Read a Farm-style settings file into one immutable value, so the stand-in accepts a user's
-existing Farm configuration unchanged.
+"""Read a Farm configuration into one immutable value, so the stand-in accepts a user's existing
+Farm configuration unchanged, loaded the way Farm loads it (``nv/svc/core/utils/config.py``, ``Config``):
 
-The shape is Farm's (dynaconf TOML)::
+* dynaconf, TOML or YAML, everything under the ``settings`` environment;
+* files merged in Farm's order: ``NV__SVC__FARM__CONFIG_FILEPATH``, then
+  ``NV__SVC__GLOBAL__CONFIG_FILEPATH`` (each only if the file exists, as in Farm), then ``--config``
+  (an error if missing: stricter than Farm, which skips it silently); dynaconf merges tables and
+  lists, so ``job_directories`` from two files add up;
+* environment overrides with the ``__`` separator (``NV__SVC__FARM__JOBS__API_KEY=...``) and
+  ``@format {env[JOBS_API_KEY]}`` tokens, as Farm's Helm chart writes them;
+* the default save location from platformdirs (``user_data_dir("nv-svc-farm")/job-definitions``);
+  ``""`` means none, and ``~`` is not expanded.
+
+The settings read::
 
     [settings.nv.svc.farm.jobs]
     store_class = "nv.svc.farm.services.jobs.facilities.store.directory.DirectoryJobStore"
@@ -9,23 +19,26 @@ The shape is Farm's (dynaconf TOML)::
     store_args.job_directories = ['/srv/farm/extra-defs', '/defs/*']
     api_key = "change-me"
     url_prefix = "/queue/management/jobs"
+    max_body_size = 1048576          # gitsync's stand-in only: /save and /remove body limit
 
     [settings.nv.svc.server.http]
     host = "127.0.0.1"
     port = 8222
 
-Dotted keys (``store_args.x = ...``) are plain TOML, so ``tomllib`` reads them as nested tables.
-Every other Farm setting in the file is ignored.
+Every other Farm setting is ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import tomllib
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import platformdirs
 
 from gitsync import farm
 from gitsync.errors import ConfigError
@@ -34,7 +47,17 @@ from gitsync.secrets import Secret, redact_url
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_SAVE_LOCATION = "~/.local/share/nv-svc-farm/job-definitions"
+
+
+def default_save_location() -> str:
+    """Farm's DEFAULT_JOB_DEFINITION_SAVE_DIRECTORY: its platformdirs user data dir plus job-definitions."""
+    return str(Path(platformdirs.user_data_dir("nv-svc-farm")) / "job-definitions")
+
+
+#: The stand-in's request body limit for /save and /remove (Farm has none).
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+#: Farm's environment variables naming settings files, merged in this order before --config.
+CONFIG_FILE_VARIABLES = ("NV__SVC__FARM__CONFIG_FILEPATH", "NV__SVC__GLOBAL__CONFIG_FILEPATH")
 #: Farm's DirectoryJobStore rescans every 10 s; tests shorten it.
 DEFAULT_RESCAN_INTERVAL = 10.0
 
@@ -54,7 +77,8 @@ class JobsServiceConfig:
     """Everything the stand-in needs to run; built once, never mutated (use ``with_overrides``)."""
 
     store_class: str = farm.DIRECTORY_STORE_CLASS
-    save_location: Path = field(default_factory=lambda: Path(DEFAULT_SAVE_LOCATION).expanduser())
+    #: None when configured as "" (Farm: no save location; a new definition cannot be saved).
+    save_location: Path | None = field(default_factory=lambda: Path(default_save_location()))
     #: Entries as written in the config (``~`` expanded); glob patterns are expanded on each scan.
     job_directories: tuple[str, ...] = ()
     #: A redis:// URL; a Secret because it may carry a password.
@@ -64,6 +88,7 @@ class JobsServiceConfig:
     host: str = DEFAULT_HOST
     port: int = farm.DEFAULT_PORT
     rescan_interval: float = DEFAULT_RESCAN_INTERVAL
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
     #: The settings file this came from, for messages; None when built from defaults.
     source: Path | None = None
 
@@ -93,18 +118,24 @@ class JobsServiceConfig:
         if self.uses_redis:
             store = f"redis store at {redact_url(self.connection_string.reveal())}"
         else:
-            dirs = ", ".join([str(self.save_location), *self.job_directories])
+            dirs = ", ".join([*([str(self.save_location)] if self.save_location else []), *self.job_directories])
             store = f"directory store over {dirs}"
         return f"{store}; url prefix {self.url_prefix or '/'}; api key {self.api_key}"
 
 
 def load_config(path: Path | None = None) -> JobsServiceConfig:
-    """Read ``path`` (a Farm settings file), or return the defaults when it is None.
+    """Farm's settings: the files Farm's environment variables name, then ``path``, then ``__`` overrides.
 
     Raises ConfigError with a one-line message naming the file for anything unusable.
     Logs a warning when the API key is Farm's well-known default.
     """
-    config = JobsServiceConfig() if path is None else _from_file(path)
+    environ = os.environ
+    files = [Path(environ[v]) for v in CONFIG_FILE_VARIABLES if environ.get(v) and Path(environ[v]).is_file()]
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: cannot read the jobs service settings: no such file")
+        files.append(path)
+    config = _from_settings(_read_settings(files), files[-1] if files else None)
     warn_if_default_api_key(config)
     return config
 
@@ -123,59 +154,91 @@ def warn_if_default_api_key(config: JobsServiceConfig) -> bool:
     return True
 
 
-def _from_file(path: Path) -> JobsServiceConfig:
+def _read_settings(files: list[Path]) -> dict[str, Any]:
+    """The merged ``settings`` environment, as plain dicts with lower-case keys (dynaconf's are not)."""
+    from dynaconf import Dynaconf  # imported here: only the jobs service needs it
+
+    where = ", ".join(str(f) for f in files) or "the environment"
     try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the jobs service settings: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        settings = Dynaconf(settings_files=[str(f) for f in files], core_loaders=["TOML", "YAML"], load_dotenv=False,
+                            environments=True, envvar_prefix=False, nested_separator="__", dotted_lookup=True,
+                            default_env="settings", env="settings", merge_enabled=True,
+                            apply_default_on_none=True)
+        root = settings.get("nv")
+        return {"nv": _plain(root)} if root is not None else {}
+    except Exception as exc:  # noqa: BLE001 - dynaconf raises parser and format errors of many types
+        # The type and the first line only: the text may quote a key or a password from the file.
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, KeyError):
+            reason = f"an @format token names an environment variable that is not set: {exc}"
+        raise ConfigError(f"{where}: cannot read the jobs service settings: {reason}") from exc
 
-    # Farm's files put everything under [settings]; accept the bare form too.
-    root = data.get("settings", data)
-    jobs = _table(root, _JOBS_TABLE, path)
-    http = _table(root, _HTTP_TABLE, path)
-    store_args = _get(jobs, "store_args", dict, {}, path, "[settings.nv.svc.farm.jobs] store_args")
 
-    store_class = _get(jobs, "store_class", str, farm.DIRECTORY_STORE_CLASS, path, "store_class")
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        plain: dict[str, Any] = {}
+        for key, inner in value.items():
+            # An environment override arrives upper-case (API_KEY); Farm's lookups ignore case, and it wins.
+            lowered = str(key).lower()
+            if lowered in plain and str(key) == lowered:
+                continue
+            plain[lowered] = _plain(inner)
+        return plain
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _from_settings(root: dict[str, Any], path: Path | None) -> JobsServiceConfig:
+    label = path if path is not None else "settings"
+    jobs = _table(root, _JOBS_TABLE, label)
+    http = _table(root, _HTTP_TABLE, label)
+    store_args = _get(jobs, "store_args", dict, {}, label, "[settings.nv.svc.farm.jobs] store_args")
+
+    store_class = _get(jobs, "store_class", str, farm.DIRECTORY_STORE_CLASS, label, "store_class")
     if store_class not in STORE_CLASSES:
         raise ConfigError(
-            f"{path}: store_class {store_class!r} is not supported by gitsync's jobs service; "
+            f"{label}: store_class {store_class!r} is not supported by gitsync's jobs service; "
             f"use {farm.DIRECTORY_STORE_CLASS!r} or {farm.REDIS_STORE_CLASS!r}"
         )
-
-    save_location = _get(
-        store_args,
-        "new_job_definition_save_location",
-        str,
-        "",
-        path,
-        "store_args.new_job_definition_save_location",
-    )
-    job_directories = _get(store_args, "job_directories", list, [], path, "store_args.job_directories")
+    save_location = _get(store_args, "new_job_definition_save_location", str, None, label,
+                         "store_args.new_job_definition_save_location", optional=True)
+    if save_location is None:
+        save_location = default_save_location()
+    if save_location.startswith("~"):
+        log.warning("%s: new_job_definition_save_location %r starts with '~', which Farm does not expand: "
+                    "it names a folder called '~'", label, save_location)
+    job_directories = _get(store_args, "job_directories", list, [], label, "store_args.job_directories")
     if not all(isinstance(entry, str) for entry in job_directories):
-        raise ConfigError(f"{path}: store_args.job_directories must be an array of strings")
-    connection_string = _get(store_args, "connection_string", str, "", path, "store_args.connection_string")
+        raise ConfigError(f"{label}: store_args.job_directories must be an array of strings")
+    connection_string = _get(store_args, "connection_string", str, "", label, "store_args.connection_string")
     if store_class == farm.REDIS_STORE_CLASS and not connection_string.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(
-            f"{path}: the Redis store needs store_args.connection_string = 'redis://host:port/db' "
+            f"{label}: the Redis store needs store_args.connection_string = 'redis://host:port/db' "
             f"(got {redact_url(connection_string)!r})"
         )
+    if store_class == farm.REDIS_STORE_CLASS and set(store_args) - {"connection_string"}:
+        extra = ", ".join(sorted(set(store_args) - {"connection_string"}))
+        raise ConfigError(f"{label}: the Redis store takes only store_args.connection_string, not {extra} "
+                          "(Farm fails at start-up on it too)")
 
-    port = _get(http, "port", int, farm.DEFAULT_PORT, path, "[settings.nv.svc.server.http] port")
+    port = _get(http, "port", int, farm.DEFAULT_PORT, label, "[settings.nv.svc.server.http] port")
     if isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ConfigError(f"{path}: [settings.nv.svc.server.http] port must be 0-65535")
+        raise ConfigError(f"{label}: [settings.nv.svc.server.http] port must be 0-65535")
+    max_body = _get(jobs, "max_body_size", int, DEFAULT_MAX_BODY_SIZE, label, "max_body_size")
+    if isinstance(max_body, bool) or max_body < 1:
+        raise ConfigError(f"{label}: [settings.nv.svc.farm.jobs] max_body_size must be a positive number of bytes")
 
     return JobsServiceConfig(
         store_class=store_class,
-        save_location=Path(save_location or DEFAULT_SAVE_LOCATION).expanduser().absolute(),
-        job_directories=tuple(str(Path(entry).expanduser()) for entry in job_directories),
+        save_location=Path(save_location).absolute() if save_location else None,
+        job_directories=tuple(job_directories),
         connection_string=Secret(connection_string),
-        api_key=Secret(_get(jobs, "api_key", str, farm.DEFAULT_API_KEY, path, "api_key")),
-        url_prefix=normalize_prefix(_get(jobs, "url_prefix", str, farm.DEFAULT_URL_PREFIX, path, "url_prefix")),
-        host=_get(http, "host", str, DEFAULT_HOST, path, "[settings.nv.svc.server.http] host"),
+        api_key=Secret(_get(jobs, "api_key", str, farm.DEFAULT_API_KEY, label, "api_key")),
+        url_prefix=normalize_prefix(_get(jobs, "url_prefix", str, farm.DEFAULT_URL_PREFIX, label, "url_prefix")),
+        host=_get(http, "host", str, DEFAULT_HOST, label, "[settings.nv.svc.server.http] host"),
         port=port,
+        max_body_size=max_body,
         source=path,
     )
 
@@ -187,7 +250,7 @@ def normalize_prefix(prefix: str) -> str:
     return prefix.rstrip("/")
 
 
-def _table(root: dict[str, Any], keys: tuple[str, ...], path: Path) -> dict[str, Any]:
+def _table(root: dict[str, Any], keys: tuple[str, ...], path: Path | str) -> dict[str, Any]:
     table = root
     for key in keys:
         inner = table.get(key, {})
@@ -197,9 +260,12 @@ def _table(root: dict[str, Any], keys: tuple[str, ...], path: Path) -> dict[str,
     return table
 
 
-def _get(table: dict[str, Any], key: str, kind: type, default: Any, path: Path, label: str) -> Any:
+def _get(table: dict[str, Any], key: str, kind: Any, default: Any, path: Path | str, label: str,
+         *, optional: bool = False) -> Any:
     value = table.get(key, default)
+    if optional and value is None:
+        return None
     if not isinstance(value, kind):
         # The type, not the value: the value may be a key or a URL with a password.
-        raise ConfigError(f"{path}: {label} must be {_KIND_NAMES[kind]}, not {type(value).__name__}")
+        raise ConfigError(f"{path}: {label} must be {_KIND_NAMES.get(kind, 'a string')}, not {type(value).__name__}")
     return value

@@ -1,91 +1,61 @@
-"""Check a definition posted to ``/save`` as Farm's request model does, before a store sees it.
+"""The ``/save`` and ``/remove`` request bodies, as Farm's jobs router models them.
 
-Farm validates the body with a pydantic model built from its ``JobDefinition`` fields: names with
-``_`` or over 32 characters are refused with HTTP 422, unknown keys are dropped, and each field
-must have the type of its default. Errors are reported in FastAPI's shape
-(``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``) so a client written against this
-stand-in also understands the real service.
+Farm builds its ``/save`` model with ``pydantic.create_model`` from a ``JobDefinition`` with default
+values (``nv/svc/farm/services/jobs/router.py``, ``_create_dynamic_model``): every field optional
+with the job definition's default, typed by that default (a field whose default is None is a
+``str``), unknown keys dropped, and a validator on ``name``. Building the model the same way with
+the same libraries is what makes the 422 bodies identical: an explicit ``null`` is "Input should be
+a valid string", booleans accept ``"true"``, ``"yes"`` and ``1``, and so on.
+
+gitsync's stand-in adds one rule of its own, stricter than Farm for safety: a name that would not
+be one plain file inside the job directory (``../x``, ``a/b``, a control character) is refused.
 """
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Any
 
-from gitsync import farm
-from gitsync.errors import GitsyncError
+import pydantic
 
-#: The keys Farm's JobDefinition knows; anything else in a posted body is silently dropped.
-KNOWN_FIELDS = frozenset(farm.DEFINITION_DEFAULTS)
+from gitsync import farm, kitname
 
-
-class InvalidDefinition(GitsyncError):
-    """A request body Farm would refuse with 422; carries FastAPI-style error entries."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("; ".join(str(error["msg"]) for error in errors))
-        self.errors = errors
+#: Farm's JobDefinition("job-name", "base,kit,kit-service", "command", working_directory=None,
+#: unresolved_command_path=None, job_spec_path=None).to_dict(): the model's defaults.
+MODEL_DEFAULTS: dict[str, Any] = {
+    **farm.as_job_definition("job-name", {"job_type": "base,kit,kit-service", "command": "command"}),
+}
 
 
-def error(loc: list[str | int], msg: str, kind: str = "value_error") -> dict[str, Any]:
-    """One FastAPI-shaped validation error entry."""
-    return {"loc": loc, "msg": msg, "type": kind}
+def _check_name(value: str) -> str:
+    # Farm's own rule (jobs/save): tasks reference a job by a 32-character task_type, and '_' breaks its URLs.
+    if "_" in value:
+        raise ValueError("Job name cannot contain underscore.")
+    if len(value) > farm.MAX_NAME_LENGTH:
+        raise ValueError("Job name cannot exceed 32 characters.")
+    unsafe = kitname.job_name_problem(value)
+    if unsafe:  # the stand-in's own rule, stricter than Farm
+        raise ValueError(f"{unsafe}; it must be a plain file name (gitsync's jobs service is stricter than Farm)")
+    return value
 
 
-def parse_save_body(body: object) -> dict[str, Any]:
-    """The definition to store: known keys only, None values dropped, name and types checked.
-
-    Raises InvalidDefinition with every problem found, not just the first.
-    """
-    if not isinstance(body, dict):
-        raise InvalidDefinition([error(["body"], "the body must be a JSON object", "type_error")])
-    definition = {k: v for k, v in body.items() if k in KNOWN_FIELDS and v is not None}
-    problems: list[dict[str, Any]] = []
-
-    name = definition.get("name")
-    if not isinstance(name, str):
-        problems.append(error(["body", "name"], "field required: the job name", "missing"))
-    else:
-        problem = farm.name_problem(name)
-        if problem:
-            problems.append(error(["body", "name"], problem))
-
-    for required in farm.REQUIRED_FIELDS:
-        if required not in definition:
-            problems.append(error(["body", required], f"field required: {required}", "missing"))
-
-    for key, value in definition.items():
-        types, human = farm.FIELD_TYPES[key]
-        # bool is an int subclass; no Farm field accepts a bool where it wants something else.
-        wrong_bool = isinstance(value, bool) and bool not in types
-        if not isinstance(value, types) or wrong_bool:
-            problems.append(error(["body", key], f"{key} must be {human}", "type_error"))
-
-    spec_path = definition.get("job_spec_path")
-    if isinstance(spec_path, str) and not _is_kit_path(spec_path):
-        # Farm writes wherever job_spec_path points; the stand-in only writes .kit files.
-        problems.append(error(["body", "job_spec_path"], "job_spec_path must be an absolute path to a .kit file"))
-
-    if problems:
-        raise InvalidDefinition(problems)
-    return definition
+def _field(default: Any) -> tuple[Any, Any]:
+    return (type(default), default) if default is not None else (str, None)
 
 
-def parse_remove_body(body: object) -> str:
-    """The name in ``{"job_definition_name": name}``; anything else is a 422."""
-    name = body.get("job_definition_name") if isinstance(body, dict) else None
-    if not isinstance(name, str):
-        raise InvalidDefinition(
-            [
-                error(
-                    ["body", "job_definition_name"],
-                    "field required: job_definition_name",
-                    "missing",
-                )
-            ]
-        )
-    return name
+JobDefinitionModel: type[pydantic.BaseModel] = pydantic.create_model(  # type: ignore[call-overload]
+    "JobDefinitionModel",
+    __validators__={"name_validator": pydantic.field_validator("name")(_check_name)},
+    **{key: _field(default) for key, default in MODEL_DEFAULTS.items()},
+)
 
 
-def _is_kit_path(path: str) -> bool:
-    return PurePath(path).is_absolute() and path.endswith(".kit")
+class JobDefinitionRemoveModel(pydantic.BaseModel):
+    """Farm's ``/remove`` body."""
+
+    job_definition_name: str = pydantic.Field(..., title="Job definition identifier",
+                                              description="Identifier of the job definition to remove.")
+
+
+def as_definition(model: pydantic.BaseModel) -> dict[str, Any]:
+    """The posted definition as Farm's ``JobDefinition(**dict(model))`` holds it."""
+    return farm.as_job_definition(str(model.name), dict(model))  # type: ignore[attr-defined]

@@ -1,19 +1,25 @@
 """Farm's DirectoryJobStore: job definitions live in ``.kit`` files in a few flat directories.
 
-What it reproduces (see ../shared/farm-jobs.md and Farm's ``store/directory.py``):
+What it reproduces, function by function, from Farm's ``nv/svc/farm/services/jobs/facilities/store/directory.py``
+(see ../shared/farm-jobs.md):
 
-* scans ``job_directories`` (glob patterns expanded) and the save location, non-recursively,
-  for files whose extension is exactly ``.kit``; subdirectories are never loaded;
-* identity is the ``[job.<key>]`` table key; the last file loaded wins a duplicate name
-  (directories in configured order, the save location last, files sorted by name);
-* rescans on watchdog events, every ``rescan_interval`` seconds and on every ``load()``;
-* ``save`` rewrites the file a definition came from in place, or creates
-  ``<save_location>/<name>.kit`` (deleting any old one first);
-* ``remove`` deletes a file that held only that definition, else rewrites it without the table,
-  and succeeds when the name is unknown.
+* ``_load_jobs``: a full rescan **clears** the store, then loads each directory (``job_directories``
+  with glob patterns expanded, then the save location) non-recursively, files whose extension is
+  exactly ``.kit``, and publishes a directory only after all its files loaded. A file that breaks
+  Farm's file-level code (``job`` not a table, a bad ``${job}`` folder entry) raises: that
+  directory and the ones after it stay missing and ``/load`` answers 500.
+* ``_fetch_from_local``: that rescan runs every ``rescan_interval`` seconds (10), the first one
+  ``rescan_interval`` seconds after start, and on every ``load()``.
+* ``JobFileChangedHandler``: created, modified and deleted events reload or drop one file; a move
+  is ignored (see directory_watch).
+* ``save_job``: rewrites the file a definition came from in place, or creates
+  ``<save_location>/<name>.kit`` (deleting any old one first); then reloads that file only.
+* ``delete_job``: works from the file map of the last loads, without rescanning: deletes a file
+  that held only that definition, else rewrites it without the table; succeeds when the name is
+  unknown.
 
-Unlike Farm, a rescan builds the new view aside and publishes it under the lock, so a reader
-never sees a half-filled store.
+Stricter than Farm, for safety: ``spec_path_problem`` refuses a ``job_spec_path`` outside the
+scanned directories (Farm writes wherever it points).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from gitsync import kitname
 from gitsync.jobs_service import kit_file
 from gitsync.jobs_service.directory_watch import DirectoryWatch
 from gitsync.jobs_service.store import Definition, RescanAborted, StoreError
@@ -36,23 +43,27 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 class DirectoryJobStore:
-    """Thread-safe: one lock covers scanning, saving and removing."""
+    """Thread-safe: one lock covers scanning, file events, saving and removing."""
 
     def __init__(
         self,
-        save_location: Path,
+        save_location: Path | None,
         job_directories: Sequence[str] = (),
         *,
         rescan_interval: float = 10.0,
         watch_events: bool = True,
     ) -> None:
-        self._save_location = save_location.absolute()
-        self._patterns = [*job_directories, str(self._save_location)]
+        #: None: Farm's ``""`` setting, no save location (``/save`` of a new definition then fails).
+        self._save_location = save_location.absolute() if save_location is not None else None
+        self._patterns = [*job_directories, *([str(self._save_location)] if self._save_location else [])]
         self._lock = threading.RLock()
         self._jobs: dict[str, Definition] = {}
+        #: Farm's ``_job_defs_per_file``: updated per file loaded, never cleared by a rescan.
         self._names_by_file: dict[str, list[str]] = {}
         self._parsed: dict[str, tuple[tuple[int, int, int], dict[str, Definition]]] = {}
-        self._watch = DirectoryWatch(self.rescan, rescan_interval, use_events=watch_events)
+        self._watch = DirectoryWatch(self.rescan, rescan_interval, use_events=watch_events,
+                                     on_created=self._on_created, on_modified=self._on_modified,
+                                     on_deleted=self._on_deleted)
         # Farm creates every configured directory up front; a glob pattern is not a directory.
         for directory in self._patterns:
             if _GLOB_CHARS.isdisjoint(directory):
@@ -62,8 +73,8 @@ class DirectoryJobStore:
                     raise StoreError(f"cannot create job directory {directory}: {exc.strerror}") from exc
 
     def start(self) -> None:
+        """Start the periodic rescan; like Farm, nothing is loaded until it runs or ``load()`` is called."""
         self._watch.start()
-        self._rescan_logging_abort()  # the first load; it also schedules the watches
 
     def stop(self) -> None:
         self._watch.stop()
@@ -79,37 +90,69 @@ class DirectoryJobStore:
         return found
 
     def rescan(self) -> None:
-        """Reload every file; raises RescanAborted (after publishing what loaded) like Farm."""
+        """Farm's ``_load_jobs``: clear, then publish directory by directory; RescanAborted stops it there."""
         with self._lock:
-            directories = self.directories()
-            self._watch.watch(directories)
-            jobs: dict[str, Definition] = {}
-            names_by_file: dict[str, list[str]] = {}
-            try:
-                for directory in directories:
-                    for entry in sorted(os.listdir(directory)):
-                        path = os.path.join(directory, entry)
-                        if kit_file.is_kit_file(path):
-                            found = self._read(path)
-                            names_by_file[path] = list(found)
-                            jobs.update(found)
-            finally:
-                self._jobs, self._names_by_file = jobs, names_by_file
+            self._jobs = {}
+            for directory in self.directories():
+                loaded: dict[str, Definition] = {}
+                for entry in sorted(os.listdir(directory)):
+                    path = os.path.join(directory, entry)
+                    if kitname.farm_loads(entry) and os.path.isfile(path):
+                        loaded.update(self._load_file(path))
+                self._jobs.update(loaded)
+                self._watch.watch([directory])
 
-    def _read(self, path: str) -> dict[str, Definition]:
-        """A file's definitions, parsed again only when its size, mtime or inode changed: a rescan of a
-        directory of thousands of files then costs a stat per file, not a parse (the result is the same)."""
-        st = os.stat(path)
-        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+    def spec_path_problem(self, spec_path: str) -> str | None:
+        """Why ``/save`` must not write to ``spec_path`` (gitsync's rule, stricter than Farm), or None."""
+        name = os.path.basename(spec_path)
+        if not os.path.isabs(spec_path) or not kitname.farm_loads(name) or kitname.name_problem(name):
+            return "job_spec_path must be the absolute path of a .kit file with a plain name"
+        if os.path.islink(spec_path):
+            return "job_spec_path must not be a symbolic link"
+        parent = os.path.realpath(os.path.dirname(spec_path))
+        if parent not in {os.path.realpath(d) for d in self.directories()}:
+            return "job_spec_path must be in one of the configured job directories"
+        return None
+
+    def _load_file(self, path: str) -> dict[str, Definition]:
+        """Farm's ``_load_configuration`` for one file, recording which names it defines.
+
+        Parsed again only when its size, mtime or inode changed: a rescan of thousands of files then
+        costs a stat per file, not a parse (the result is the same)."""
+        try:
+            st = os.stat(path)
+            key: tuple[int, int, int] | None = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError:
+            key = None
         cached = self._parsed.get(path)
-        if cached is not None and cached[0] == key:
-            return cached[1]  # never mutated: readers get deep copies from snapshot()
-        found = kit_file.read_definitions(path)
-        self._parsed[path] = (key, found)
+        if key is not None and cached is not None and cached[0] == key:
+            found = cached[1]  # never mutated: readers get deep copies from snapshot()
+        else:
+            found = kit_file.read_definitions(path)
+            if key is not None:
+                self._parsed[path] = (key, found)
+        self._names_by_file[path] = list(found)
         return found
 
+    def _forget_file(self, path: str) -> None:
+        for name in self._names_by_file.pop(path, []):
+            self._jobs.pop(name, None)
+
+    def _on_created(self, path: str) -> None:
+        with self._lock:
+            self._jobs.update(self._load_file(path))
+
+    def _on_modified(self, path: str) -> None:
+        with self._lock:
+            self._forget_file(path)
+            self._jobs.update(self._load_file(path))
+
+    def _on_deleted(self, path: str) -> None:
+        with self._lock:
+            self._forget_file(path)
+
     def snapshot(self) -> dict[str, Definition]:
-        """The definitions as last scanned, without rescanning (what Farm's agents would fetch)."""
+        """The definitions as last loaded, without rescanning (what Farm's agents would fetch)."""
         with self._lock:
             return copy.deepcopy(self._jobs)
 
@@ -125,24 +168,27 @@ class DirectoryJobStore:
             path = Path(spec_path) if spec_path else self._fresh_file(name)
             kit_file.save_definition(path, definition)
             log.info("Saved job definition %r to %s", name, path)
-            self._rescan_logging_abort()
+            self._reload_logging_abort(str(path))
 
     def remove(self, name: str) -> None:
         with self._lock:
-            self._rescan_logging_abort()
             holders = [path for path, names in self._names_by_file.items() if name in names]
             for path in holders:
                 self._remove_from(Path(path), name, only=len(self._names_by_file[path]) == 1)
-            if not holders:
+            if holders:
+                log.info("removed %d instance(s) of the job definition %r", len(holders), name)
+            else:
                 log.info("No instances of job definition %r found for removal", name)
-            self._rescan_logging_abort()
 
     def _fresh_file(self, name: str) -> Path:
         """Farm's order of events for a new definition: delete, create empty, then write."""
+        if self._save_location is None:
+            raise StoreError("no new_job_definition_save_location is configured, so a new definition cannot be saved")
         path = self._save_location / f"{name}.kit"
         try:
             path.unlink(missing_ok=True)
             self._save_location.mkdir(parents=True, exist_ok=True)
+            self._watch.watch([str(self._save_location)])
             path.touch()
         except OSError as exc:
             raise StoreError(f"cannot create {path}: {exc.strerror}") from exc
@@ -153,16 +199,19 @@ class DirectoryJobStore:
         # invalid definitions (or [package] metadata) is deleted whole.
         try:
             if only:
-                path.unlink(missing_ok=True)
-                log.info("Deleted %s, which held only job definition %r", path, name)
-            else:
+                if path.is_file():
+                    path.unlink()
+                    log.info("Deleted %s, which held only job definition %r", path, name)
+                self._forget_file(str(path))
+            elif path.is_file():
                 kit_file.remove_definition(path, name)
                 log.info("Removed job definition %r from %s", name, path)
+                self._reload_logging_abort(str(path))
         except (OSError, StoreError) as exc:
             log.warning("Unable to remove job definition %r from %s: %s", name, path, exc)
 
-    def _rescan_logging_abort(self) -> None:
+    def _reload_logging_abort(self, path: str) -> None:
         try:
-            self.rescan()
+            self._on_modified(path)
         except RescanAborted as exc:
-            log.error("Failed to load local job definitions: %s", exc)
+            log.error("Failed to reload %s: %s", path, exc)

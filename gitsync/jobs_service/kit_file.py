@@ -15,31 +15,20 @@ from typing import Any
 
 import toml
 
-from gitsync import farm
+from gitsync import farm, kitname
 from gitsync.jobs_service.store import Definition, RescanAborted, StoreError
 
 log = logging.getLogger(__name__)
 
 #: The fields Farm reads from a file; `name`, `active` and `job_spec_path` there are ignored
 #: (the table key is the name, `active` is always true, the path is where the file is).
-LOADED_FIELDS = (
-    "args",
-    "task_function",
-    "headless",
-    "env",
-    "log_to_stdout",
-    "allowed_args",
-    "success_return_codes",
-    "capacity_requirements",
-    "working_directory",
-    "container",
-)
+LOADED_FIELDS = tuple(f for f in farm.LOADED_FIELDS if f not in farm.REQUIRED_FIELDS)
 _EXTENSION_FOLDERS_KEY = ("settings", "app", "exts", "folders", "++")
 
 
 def is_kit_file(path: str) -> bool:
     """Farm's test: a regular file whose extension is exactly ``.kit`` (case-sensitive)."""
-    return os.path.isfile(path) and os.path.splitext(path)[1] == ".kit"
+    return kitname.farm_loads(os.path.basename(path)) and os.path.isfile(path)
 
 
 def read_definitions(path: str) -> dict[str, Definition]:

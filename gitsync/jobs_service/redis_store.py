@@ -56,12 +56,23 @@ class RedisJobStore:
         return jobs
 
     def save(self, definition: Definition) -> None:
+        """Farm's ``save_job`` is fire-and-forget (``asyncio.ensure_future``): the client gets 200 whatever
+        happens, and a failure only reaches the log. The stand-in writes synchronously but likewise
+        never reports a failure to the client."""
         name = definition["name"]
         record = farm.as_job_definition(name, definition)
-        stored = self._call(lambda: self._client.set(f"{KEY_PREFIX}{name}", json.dumps(record)))
+        try:
+            stored = self._call(lambda: self._client.set(f"{KEY_PREFIX}{name}", json.dumps(record)))
+        except StoreError as exc:
+            log.error("Saving job definition %r to redis failed (the client was told it succeeded): %s", name, exc)
+            return
         if not stored:
-            raise StoreError("Job could not be stored.")
+            log.error("Job could not be stored: %r (the client was told it succeeded)", name)
+            return
         log.info("Saved job definition %r to redis", name)
+
+    def spec_path_problem(self, spec_path: str) -> str | None:
+        return None  # stored as given, never used as a path
 
     def remove(self, name: str) -> None:
         deleted = self._call(lambda: self._client.delete(f"{KEY_PREFIX}{name}"))

@@ -43,10 +43,13 @@ class JobStore(Protocol):
         """A fresh view of every definition, by name, as ``/load`` returns them."""
 
     def save(self, definition: Definition) -> None:
-        """Store a definition already checked by ``definitions.parse_save_body``."""
+        """Store a definition already checked by the ``/save`` model (``definitions.JobDefinitionModel``)."""
 
     def remove(self, name: str) -> None:
         """Remove a definition by name; raise DefinitionNotFound if the store reports that."""
+
+    def spec_path_problem(self, spec_path: str) -> str | None:
+        """Why ``/save`` must not write to this ``job_spec_path``, or None (gitsync's rule, stricter than Farm)."""
 
 
 def build_store(config: JobsServiceConfig) -> JobStore:

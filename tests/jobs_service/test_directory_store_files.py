@@ -15,7 +15,7 @@ import toml
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from .helpers import JobsApi
+from .helpers import JobsApi, postable
 
 HELLO_KIT = """\
 # Maintained in git: hello-world prints a greeting.
@@ -107,7 +107,7 @@ def test_save_existing_single_definition_file_rewrites_it_in_place(
     inode = os.stat(path).st_ino
 
     loaded["args"] = ["hello", "world"]
-    dir_api.save(loaded).raise_for_status()
+    dir_api.save(postable(loaded)).raise_for_status()
 
     assert os.stat(path).st_ino == inode  # truncate and write, not a new file renamed over it
     assert not (dir_api.save_location / "hello-world.kit").exists()
@@ -121,7 +121,7 @@ def test_saved_file_loses_comments_and_gains_job_spec_path_and_defaults(
 ) -> None:
     path = write_kit("hello.kit", HELLO_KIT)
 
-    dir_api.save(dir_api.load().json()["hello-world"]).raise_for_status()
+    dir_api.save(postable(dir_api.load().json()["hello-world"])).raise_for_status()
 
     text = path.read_text()
     assert "#" not in text
@@ -140,7 +140,7 @@ def test_save_definition_in_multi_definition_file_keeps_the_other_table_and_pack
     check_gpu = dir_api.load().json()["check-gpu"]
 
     check_gpu["env"] = {"CUDA_VISIBLE_DEVICES": "0"}
-    dir_api.save(check_gpu).raise_for_status()
+    dir_api.save(postable(check_gpu)).raise_for_status()
 
     written = toml.load(path)
     assert written["package"] == {"title": "Renders", "version": "1.0.0"}
@@ -185,15 +185,16 @@ def test_save_with_a_stale_unresolved_command_path_writes_the_old_command(
     path = write_kit("hello.kit", HELLO_KIT)
     loaded = dir_api.load().json()["hello-world"]
 
-    dir_api.save({**loaded, "command": "printf"}).raise_for_status()
+    dir_api.save(postable({**loaded, "command": "printf"})).raise_for_status()
     assert toml.load(path)["job"]["hello-world"]["command"] == "echo"
 
-    dir_api.save({**loaded, "command": "printf", "unresolved_command_path": None}).raise_for_status()
+    dir_api.save(postable({**loaded, "command": "printf", "unresolved_command_path": None})).raise_for_status()
     assert toml.load(path)["job"]["hello-world"]["command"] == "printf"
 
 
 def test_remove_from_single_definition_file_deletes_the_file(dir_api: JobsApi, write_kit: Callable[..., Path]) -> None:
     path = write_kit("hello.kit", HELLO_KIT)
+    assert dir_api.names() == {"hello-world"}  # Farm removes from the file map of its last load
 
     dir_api.remove("hello-world").raise_for_status()
 
@@ -205,6 +206,7 @@ def test_remove_from_multi_definition_file_rewrites_it_without_that_table(
     dir_api: JobsApi, write_kit: Callable[..., Path]
 ) -> None:
     path = write_kit("renders.kit", MULTI_KIT)
+    dir_api.names()  # Farm removes from the file map of its last load
 
     dir_api.remove("check-gpu").raise_for_status()
 

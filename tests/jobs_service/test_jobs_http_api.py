@@ -59,24 +59,6 @@ def test_load_returns_saved_definition_with_every_farm_field(dir_api: JobsApi) -
     }
 
 
-def test_load_filter_is_a_regex_searched_in_the_name(dir_api: JobsApi) -> None:
-    for name in ("hello-world", "check-gpu", "create-render"):
-        dir_api.save(definition(name)).raise_for_status()
-
-    assert set(dir_api.load(filter="^c").json()) == {"check-gpu", "create-render"}
-    assert set(dir_api.load(filter="render$").json()) == {"create-render"}
-    assert set(dir_api.load(filter="o-w").json()) == {"hello-world"}
-    assert set(dir_api.load(filter="^check-gpu$").json()) == {"check-gpu"}
-    assert dir_api.load(filter="nothing-like-this").json() == {}
-
-
-def test_load_with_an_invalid_filter_regex_is_422(dir_api: JobsApi) -> None:
-    response = dir_api.load(filter="*oops")
-
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["query", "filter"]
-
-
 def test_save_answers_with_the_job_name_and_success(dir_api: JobsApi) -> None:
     response = dir_api.save(HELLO)
 
@@ -109,9 +91,9 @@ def test_api_key_is_checked_before_the_body(dir_api: JobsApi) -> None:
 @pytest.mark.parametrize(
     "name, words",
     [
-        ("hello_world", "'_'"),
-        ("x" * 33, "at most 32"),
-        ("", "empty"),
+        ("hello_world", "Value error, Job name cannot contain underscore."),  # Farm's own words
+        ("x" * 33, "Value error, Job name cannot exceed 32 characters."),
+        ("", "not a file name"),  # Farm would write ".kit"; the stand-in is stricter
     ],
 )
 def test_save_rejects_names_farm_rejects_with_422(dir_api: JobsApi, name: str, words: str) -> None:
@@ -128,27 +110,9 @@ def test_save_accepts_a_name_of_exactly_32_characters(dir_api: JobsApi) -> None:
     assert dir_api.save(definition("x" * 32)).status_code == 200
 
 
-def test_save_without_a_name_is_422(dir_api: JobsApi) -> None:
-    response = dir_api.save({"job_type": "base", "command": "echo"})
-
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "name"]
-
-
-@pytest.mark.parametrize("missing", ["job_type", "command"])
-def test_save_without_job_type_or_command_is_422(dir_api: JobsApi, missing: str) -> None:
-    body = definition("hello-world")
-    del body[missing]
-
-    response = dir_api.save(body)
-
-    assert response.status_code == 422
-    assert [error["loc"] for error in response.json()["detail"]] == [["body", missing]]
-
-
 @pytest.mark.parametrize(
     "field, value",
-    [("args", "echo hi"), ("env", ["A=1"]), ("headless", "yes"), ("command", True)],
+    [("args", "echo hi"), ("env", ["A=1"]), ("headless", "maybe"), ("command", True)],
 )
 def test_save_with_a_field_of_the_wrong_type_is_422(dir_api: JobsApi, field: str, value: Any) -> None:
     response = dir_api.save(definition("hello-world", **{field: value}))
