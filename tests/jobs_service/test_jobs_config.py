@@ -67,7 +67,7 @@ def test_users_farm_config_with_dotted_store_args_is_read_unchanged(
     config = load_config(path)
 
     assert config.save_location == Path("/srv/farm/job-definitions")
-    assert config.job_directories == ("/srv/farm/extra-defs", "~/defs/*")  # Farm does not expand '~' 
+    assert config.job_directories == ("/srv/farm/extra-defs", "~/defs/*")  # Farm does not expand '~'
     assert config.api_key.reveal() == "s3cret-key"
     assert config.host == "0.0.0.0"
     assert config.port == 8333
