@@ -116,8 +116,10 @@ class JobsService:
 
     def change(self, name: str, **fields: Any) -> dict[str, Any]:
         """Load a definition, change some fields and save it back (it keeps its job_spec_path)."""
-        definition = self.get(name)
-        assert definition is not None, f"{name} is not in /load"
+        loaded = self.get(name)
+        assert loaded is not None, f"{name} is not in /load"
+        # /load shows unset fields as null; Farm's /save model refuses an explicit null (422).
+        definition = {key: value for key, value in loaded.items() if value is not None}
         definition.update(fields)
         self.save(definition)
         return definition

@@ -164,8 +164,8 @@ def _read_settings(files: list[Path]) -> dict[str, Any]:
                             environments=True, envvar_prefix=False, nested_separator="__", dotted_lookup=True,
                             default_env="settings", env="settings", merge_enabled=True,
                             apply_default_on_none=True)
-        root = settings.get("nv")
-        return {"nv": _plain(root)} if root is not None else {}
+        evaluated = _plain(settings.as_dict())  # as_dict evaluates @format tokens
+        return {"nv": evaluated["nv"]} if isinstance(evaluated.get("nv"), dict) else {}
     except Exception as exc:  # noqa: BLE001 - dynaconf raises parser and format errors of many types
         # The type and the first line only: the text may quote a key or a password from the file.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
