@@ -110,6 +110,9 @@ class JobsService:
         assert response.status_code == 200, response.text
 
     def remove(self, name: str) -> None:
+        # Farm's /remove works from the file map of its last load (files gitsync moved into place are not
+        # in it until the next rescan); a real client lists with /load first, and so do the tests.
+        self.load()
         response = self.http.post(f"{self.url}/remove", json={"job_definition_name": name},
                                   headers={"X-API-KEY": self.api_key})
         assert response.status_code == 200, response.text
