@@ -66,6 +66,11 @@ OPTIONS: tuple[Option, ...] = (
            "deleted; all = git owns the service: remove every definition git does not have",
            choices=("owned", "all")),
     Option("target.timeout", float, 30.0, "jobs-api: seconds one HTTP call to the jobs service may take"),
+    Option("target.file_mode", str, "0664", "Permissions (octal) of the files gitsync writes; Farm's jobs service "
+           "rewrites files in place on jobs/save and jobs/remove, so they must be writable by its user (group-writable "
+           "with a shared group, or the same uid)"),
+    Option("target.group", str, "", "Group (name or number) given to the files gitsync writes, e.g. the fsGroup "
+           "shared with Farm's container (empty = the process's own group)"),
     Option("state.dir", str, "", "Where gitsync keeps its mirror and state database "
            "(default: ~/.local/state/gitsync)", flag="--state-dir"),
     Option("sync.interval", float, 30.0, "Seconds between syncs (Farm agents poll every 30 s too)",
@@ -139,6 +144,8 @@ class Settings:
     target_api_key_env: str
     target_prune: str
     target_timeout: float
+    target_file_mode: str
+    target_group: str
     state_dir: str
     sync_interval: float
     sync_cron: str
@@ -172,6 +179,16 @@ class Settings:
     server_listen: str
     server_webhook_secret_file: str
     server_webhook_max_body: int
+
+    @property
+    def file_mode(self) -> int:
+        """``target.file_mode`` as permission bits (checked at load time)."""
+        return int(self.target_file_mode, 8)
+
+    @property
+    def file_gid(self) -> int | None:
+        """``target.group`` as a group id, or None to leave the group alone (checked at load time)."""
+        return _group_id(self.target_group) if self.target_group else None
 
     @property
     def state_path(self) -> Path:
@@ -279,6 +296,7 @@ def _check_consistency(s: Settings) -> None:
     if not 0 < s.sync_max_delete_share <= 1:
         raise ConfigError(f"sync.max_delete_share must be in (0, 1], got {s.sync_max_delete_share}")
     _check_not_option_like(s)
+    _check_target(s)
     if s.repo_path.startswith("/") or ".." in s.repo_path.split("/"):
         raise ConfigError(f"repo.path must be a folder inside the repo, got {s.repo_path!r}")
     if s.push_mode == "pull-request" and not (s.push_forge_api_url and s.push_forge_repository):
@@ -321,6 +339,32 @@ def _check_not_option_like(s: Settings) -> None:
     if branch and (any(c in branch for c in " ~^:?*[\\") or ".." in branch or branch.startswith("/")
                    or branch.endswith(("/", ".", ".lock")) or "@{" in branch or "//" in branch):
         raise ConfigError(f"repo.branch {branch!r} is not a valid git branch name")
+
+
+def _group_id(group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    import grp
+
+    return grp.getgrnam(group).gr_gid
+
+
+def _check_target(s: Settings) -> None:
+    try:
+        mode = int(s.target_file_mode, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"target.file_mode must be octal permissions such as \"0664\", got {s.target_file_mode!r}")
+    if mode & 0o600 != 0o600:
+        raise ConfigError(f"target.file_mode {s.target_file_mode!r} must let gitsync read and write its own files "
+                          "(at least 0600)")
+    if s.target_group:
+        try:
+            _group_id(s.target_group)
+        except KeyError:
+            raise ConfigError(f"target.group {s.target_group!r} is not a group on this machine; "
+                              "give its number (e.g. Farm's fsGroup) instead") from None
 
 
 def flag_values(namespace: Any) -> dict[str, Any]:

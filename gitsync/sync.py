@@ -111,7 +111,9 @@ class Syncer:
                            depth=settings.repo_fetch_depth)
         lock = StateLock(state_dir)
         try:
-            syncer = cls(settings, State(state_dir), mirror, DirectoryTarget(Path(settings.target_directory)))
+            target = DirectoryTarget(Path(settings.target_directory), file_mode=settings.file_mode,
+                                     gid=settings.file_gid)
+            syncer = cls(settings, State(state_dir), mirror, target)
         except BaseException:
             lock.release()
             raise

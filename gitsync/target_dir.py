@@ -46,9 +46,15 @@ class Seen:
     stat: str
 
 
+#: Farm's container runs as another user and rewrites files in place: group-writable by default.
+DEFAULT_FILE_MODE = 0o664
+
+
 class DirectoryTarget:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, file_mode: int = DEFAULT_FILE_MODE, gid: int | None = None) -> None:
         self.directory = directory
+        self.file_mode = file_mode
+        self.gid = gid
 
     def ensure(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -129,6 +135,11 @@ class DirectoryTarget:
             for name, data in files:
                 temp = self.directory / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
                 with open(temp, "wb") as handle:
+                    # Set on the temp file, before the rename: the file appears with its final mode and group,
+                    # whatever the umask (fchmod ignores it).
+                    if self.gid is not None:
+                        os.fchown(handle.fileno(), -1, self.gid)
+                    os.fchmod(handle.fileno(), self.file_mode)
                     handle.write(data)
                     handle.flush()
                     if not batch:
