@@ -89,7 +89,7 @@ class DirectoryTarget:
         """Like `scan`, for only these file names (one `stat` each): what a change or the watcher named."""
         found: dict[str, Seen] = {}
         for name in names:
-            if not name.endswith(KIT_SUFFIX) or name.startswith(".") or "/" in name:
+            if not is_definition_name(name):
                 continue
             try:
                 st = os.stat(self.directory / name)
