@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -248,3 +249,55 @@ def test_the_sample_repo_is_valid(capsys: pytest.CaptureFixture[str], monkeypatc
 
     assert ran.code == 0
     assert ran.out == "7 file(s), 8 definition(s): all valid\n"
+
+
+def test_validate_dev_zero_is_one_error_line_not_a_hang_or_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    ran = gitsync(capsys, "validate", "/dev/zero")
+
+    assert ran.code == 1
+    [found] = problem_lines(ran)
+    assert (found["path"], found["message"]) == ("/dev/zero", "not a regular file; Farm loads only regular .kit files")
+
+
+def test_a_fifo_named_like_a_definition_is_one_error_line_not_a_hang(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    os.mkfifo(tmp_path / "x.kit")  # nobody ever writes to it: opening it for reading would block forever
+
+    ran = gitsync(capsys, "validate", str(tmp_path))
+
+    assert ran.code == 1
+    [found] = problem_lines(ran)
+    assert found["path"] == str(tmp_path / "x.kit") and "not a regular file" in found["message"]
+
+
+def test_deeply_nested_toml_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "deep.kit").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+
+    ran = gitsync(capsys, "validate", str(tmp_path))
+
+    assert ran.code == 1
+    [found] = problem_lines(ran)
+    assert "nests arrays or tables too deeply" in found["message"]
+
+
+def test_a_file_name_too_long_for_gitsyncs_temp_name_is_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = "x" * 242 + ".kit"  # 246 characters: a valid file name, but not with ".gitsync-tmp-" and ".tmp" around it
+    (tmp_path / name).write_text(kit("long-file"))
+
+    ran = gitsync(capsys, "validate", str(tmp_path))
+
+    assert ran.code == 1
+    [found] = problem_lines(ran)
+    assert "at most 238 bytes fit with gitsync's temp prefix and suffix" in found["message"]
+
+
+@pytest.mark.parametrize("key", ['"../../evil"', '"/etc/evil"', '"a/b"', "'a\\b'", '"."', '".hidden"'])
+def test_a_job_name_that_is_not_a_plain_file_name_is_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str) -> None:
+    (tmp_path / "evil.kit").write_text(f"[job.{key}]\n" + BASE)
+
+    ran = gitsync(capsys, "validate", str(tmp_path))
+
+    assert ran.code == 1
+    assert any("stricter than Farm" in p["message"] for p in problem_lines(ran)), ran.out
