@@ -64,6 +64,13 @@ def unsafe_name_problem(repo_path: str) -> Problem | None:
                    "rename the file to a plain, visible name")
 
 
+def name_problems(repo_path: str) -> tuple[Problem, ...]:
+    """``unsafe_name_problem`` as a tuple, to add to a file's own findings (they are cached by blob, without
+    the name, so the name is checked where the path is known)."""
+    problem = unsafe_name_problem(repo_path)
+    return (problem,) if problem else ()
+
+
 def symlink_problem(repo_path: str) -> Problem:
     return Problem(repo_path, 1, 1, "error", _SYMLINK,
                    "commit the file itself; links could point outside the definitions path")

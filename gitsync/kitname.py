@@ -69,11 +69,14 @@ def is_definition_name(name: str) -> bool:
 
 
 def is_definition_path(repo_path: str) -> bool:
-    """A file in the repository that is a definition: a definition name, in no hidden folder
-    (``.github/``, ``.drafts/`` hold tooling and work in progress)."""
+    """A file in the repository that is a definition: one Farm would load, neither hidden itself nor in a
+    hidden folder (``.github/``, ``.drafts/`` hold tooling and work in progress). Its name may still be
+    unsafe (too long, a control character): it is a definition, and ``name_problem`` makes it an error,
+    so a sync refuses it with one line instead of ignoring it or failing to write it."""
     parts = repo_path.split("/")
-    hidden = any(part.startswith(".") and part not in (".", "..") for part in parts[:-1])
-    return not hidden and is_definition_name(parts[-1])
+    if any(part.startswith(".") and part not in (".", "..") for part in parts):
+        return False
+    return farm_loads(parts[-1])
 
 
 def is_definition_file(path: str) -> bool:

@@ -169,7 +169,7 @@ class Syncer:
                          if path not in parsing and not defset.is_symlink_record(rec)]
         blobs = dict(to_parse)
         for path, (names, found) in self._check_blobs(to_parse).items():
-            fresh[path] = TreeRecord(blobs[path], names, tuple(p.at(path) for p in found))
+            fresh[path] = TreeRecord(blobs[path], names, tuple(p.at(path) for p in found) + defset.name_problems(path))
         if whole_tree is not None:
             return self._prepare_whole(head, applied, changes, whole_tree, fresh, force, allow_mass_delete)
         return self._prepare_change(head, applied, changes, fresh, force, allow_mass_delete)
