@@ -69,9 +69,13 @@ def create_app(config: JobsServiceConfig, store: JobStore) -> ASGIApp:
 
     @app.get(f"{prefix}/load")
     async def load(filter: str = ".*") -> Response:  # noqa: A002 - Farm's query parameter name
-        definitions = await run_in_threadpool(store.load)
         matches = name_filter(filter)
-        return JSONResponse({name: d for name, d in definitions.items() if matches(name)})
+
+        def load_matching() -> dict[str, Any]:
+            # In a worker thread, matching included: a long filter over many names must not hold the event loop.
+            return {name: d for name, d in store.load().items() if matches(name)}
+
+        return JSONResponse(await run_in_threadpool(load_matching))
 
     @app.post(f"{prefix}/save", dependencies=[Depends(require_key)])
     async def save(job_definition: JobDefinitionModel) -> Response:  # type: ignore[valid-type]

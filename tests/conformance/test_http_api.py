@@ -225,3 +225,28 @@ def test_a_chunked_body_is_cut_off_at_the_limit(small_limit_api: JobsApi) -> Non
     except httpx.WriteError:
         pass  # the server answered 413 and closed while the client was still sending
     assert small_limit_api.http.get(f"{small_limit_api.url}/status").status_code == 200
+
+
+def test_the_linear_matcher_answers_exactly_as_re_search() -> None:
+    import itertools
+    import re
+
+    from gitsync.jobs_service.app import name_filter
+
+    names = ["hello-world", "check-gpu", "create-render", "a", "", "aaa", "abcabc", "x.y", "line\nbreak", "A1b2"]
+    alphabet = ["a", "b", "c", ".", "*", "1", "x"]
+    checked = 0
+    for size in range(1, 5):
+        for chars in itertools.product(alphabet, repeat=size):
+            pattern = "".join(chars)
+            try:
+                compiled = re.compile(pattern)
+            except re.error:
+                with pytest.raises(re.error):
+                    name_filter(pattern)
+                continue
+            matches = name_filter(pattern)
+            for name in names:
+                assert matches(name) == bool(compiled.search(name)), (pattern, name)
+                checked += 1
+    assert checked > 10_000
