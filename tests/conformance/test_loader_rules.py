@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from gitsync.cli import main
 from gitsync.jobs_service.directory_store import DirectoryJobStore
 from gitsync.jobs_service.store import RescanAborted
 from gitsync.kit import check_kit
 from gitsync.problems import Problem
+from gitsync.testing.repos import RemoteRepo
 
 GOOD = '[job.good]\njob_type = "base"\ncommand = "/bin/true"\n'
 JOB = '[job.x]\njob_type = "base"\ncommand = "/bin/true"\n'
@@ -179,3 +181,19 @@ def test_deeply_nested_toml_is_one_error_never_a_crash(text: str) -> None:
 
     assert problem.severity == "error"
     assert "\n" not in problem.format()
+
+
+@pytest.mark.parametrize("case", ["settings an integer", "app not a table", "exts not a table", "placeholder {job.x}",
+                                  '"++" a string with a brace'])
+def test_a_sync_refuses_a_file_that_would_abort_farms_rescan_with_one_line(
+        remote: RemoteRepo, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str) -> None:
+    # Before: gitsync itself crashed on some of these (exit 3), or synced them into the job directory.
+    remote.commit({"jobs/good.kit": GOOD, "jobs/bad.kit": RESCAN_ABORTS[case]})
+
+    code = main(["sync", "--once", "--repo", remote.url, "--path", "jobs", "--target", str(tmp_path / "target"),
+                 "--state-dir", str(tmp_path / "state")])
+
+    assert code == 1
+    out = capsys.readouterr()
+    assert "jobs/bad.kit" in out.out + out.err and "Traceback" not in out.out + out.err
+    assert not (tmp_path / "target" / "bad.kit").exists()
