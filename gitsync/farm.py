@@ -168,6 +168,23 @@ def extension_folder_problems(doc: dict[str, Any]) -> list[tuple[tuple[str, ...]
     return found
 
 
+def job_folders(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The folders next to the file that ``[settings.app.exts.folders] "++"`` names through ``{job}``, as
+    (entry as written, path relative to the file's folder). Entries that break Farm are left to
+    ``extension_folder_problems``."""
+    if extension_folder_problems(doc):
+        return []
+    entries = doc.get("settings", {}).get("app", {}).get("exts", {}).get("folders", {}).get("++", [])
+    mark = "\0job\0"
+    found: list[tuple[str, str]] = []
+    for entry in entries if isinstance(entries, list) else []:
+        resolved = entry.format(job=mark)
+        resolved = resolved[1:] if resolved.startswith("$") else resolved  # Farm strips one leading '$'
+        if resolved.startswith(mark) and mark not in resolved[len(mark):]:
+            found.append((entry, resolved[len(mark):].lstrip("/") or "."))
+    return found
+
+
 def kind(value: Any) -> str:
     """A TOML value's kind, for messages."""
     if isinstance(value, bool):

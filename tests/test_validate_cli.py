@@ -248,7 +248,10 @@ def test_the_sample_repo_is_valid(capsys: pytest.CaptureFixture[str], monkeypatc
     ran = gitsync(capsys, "validate")
 
     assert ran.code == 0
-    assert ran.out == "7 file(s), 8 definition(s): all valid\n"
+    # usd-render.kit shows ${job}/exts, as NVIDIA's samples do, without shipping the folder: one warning.
+    [found] = problem_lines(ran)
+    assert found["path"] == "./jobs/render/usd-render.kit" and "does not exist next to this file" in found["message"]
+    assert ran.out.splitlines()[-1] == "7 file(s), 8 definition(s): all valid, 1 warning(s)"
 
 
 def test_validate_dev_zero_is_one_error_line_not_a_hang_or_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
@@ -301,3 +304,28 @@ def test_a_job_name_that_is_not_a_plain_file_name_is_an_error(
 
     assert ran.code == 1
     assert any("stricter than Farm" in p["message"] for p in problem_lines(ran)), ran.out
+
+
+EXTS = '\n[settings.app.exts.folders]\n"++" = ["${job}/exts"]\n'
+
+
+def test_a_job_folder_missing_next_to_the_file_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_case(tmp_path, {"render/usd.kit": kit("usd") + EXTS})
+
+    ran = gitsync(capsys, "validate", str(tmp_path))
+
+    assert ran.code == 0
+    [found] = problem_lines(ran)
+    assert (found["severity"], found["line"]) == ("warning", "8")
+    assert "does not exist next to this file; Farm does not check" in found["message"]
+
+
+def test_a_job_folder_next_to_the_file_is_a_warning_that_it_does_not_travel(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_case(tmp_path, {"render/usd.kit": kit("usd") + EXTS, "render/exts/omni.x/extension.toml": "[package]\n"})
+
+    ran = gitsync(capsys, "validate", str(tmp_path))
+
+    assert ran.code == 0
+    [found] = problem_lines(ran)
+    assert "gitsync syncs only .kit files: it does not reach the job directory" in found["message"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-from gitsync import defset, kitname
+from gitsync import defset, farm, kitname
 from gitsync.kit import MAX_FILE_SIZE, check_kit
 from gitsync.problems import Problem, to_json
 
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
             continue
         report = check_kit(data, shown, strict=args.strict, max_size=args.max_file_size)
         checked.append(defset.from_report(shown, report))
+        if report.ok and b"{job" in data:
+            extra += _companion_folders(shown, data)
     problems = sorted(extra + [p for found in defset.check_set(checked).values() for p in found])
     if args.format == "json":
         print(to_json(problems))
@@ -51,6 +54,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(checked)} file(s), {names} definition(s): {verdict}"
               + (f", {warnings} warning(s)" if warnings else ""))
     return 1 if any(p.severity == "error" for p in problems) else 0
+
+
+def _companion_folders(shown: str, data: bytes) -> list[Problem]:
+    """``${job}/...`` extension folders: Farm resolves them next to the .kit file, and gitsync flattens the
+    repository and syncs only .kit files, so such a folder never reaches the job directory with it."""
+    text = data.decode("utf-8")  # check_kit decoded and parsed it already: neither can fail here
+    doc = tomllib.loads(text)
+    line = next((n for n, row in enumerate(text.splitlines(), 1) if '"++"' in row or "'++'" in row), 1)
+    problems = []
+    for entry, relative in farm.job_folders(doc):
+        folder = Path(shown).parent / relative
+        if not folder.is_dir():
+            message = (f"extension folder {entry!r} ({folder}) does not exist next to this file; Farm does not "
+                       "check, and the job runs without it")
+            fix = "add the folder next to the file, or remove the entry"
+        else:
+            message = (f"extension folder {entry!r} is next to this file in the repository, but gitsync syncs only "
+                       ".kit files: it does not reach the job directory")
+            fix = "provide the folder in the job directory (or a shared path) and reference it there"
+        problems.append(Problem(shown, line, 1, "warning", message, fix))
+    return problems
 
 
 def _printable(line: str) -> str:
