@@ -12,6 +12,8 @@ the full command line, URL and all.
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import os
 import shlex
 import threading
@@ -29,6 +31,7 @@ from gitsync.secrets import Secret, redact_text, redact_url
 _GIT_ENV_ALLOWED = ("GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_NO_VERIFY", "GIT_HTTP_PROXY",
                     "GIT_CONFIG_NOSYSTEM", "GIT_TRACE", "GIT_CURL_VERBOSE", "GIT_EXEC_PATH")
 
+log = logging.getLogger("gitsync.git")
 _LOCK = threading.RLock()
 REMOTE_REF = "refs/gitsync/remote"
 APPLIED_REF = "refs/gitsync/applied"
@@ -45,6 +48,34 @@ class PushRejected(GitError):
 
 class EmptyRemote(GitError):
     pass
+
+
+class MirrorCorrupt(GitError):
+    """The local mirror is damaged (garbage HEAD or config, corrupt or missing objects).
+
+    It holds nothing that cannot be fetched again, so the next fetch re-clones it in place;
+    the state database and the outbox live elsewhere and are kept.
+    """
+
+
+#: Phrases in git's stderr that mean the local object database or repository files are damaged.
+_CORRUPTION = ("is corrupt", "did not send all necessary objects", "bad object", "unable to unpack",
+               "invalid object", "bad config", "not a git repository", "object file", "missing blob",
+               "missing tree", "unable to read", "cannot be accessed", "inflate:", "corrupt",
+               "unknown object type", "invalid sha1 pointer")
+#: Marker left in a mirror found damaged, so the next process repairs it too.
+_REPAIR_MARKER = "gitsync-repair-needed"
+
+
+def first_fatal(text: str) -> str:
+    """git's message folded to one line: its first `fatal:` line (else its first line); the rest is debug."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    for line in lines:
+        if line.startswith("fatal:"):
+            return line.removeprefix("fatal:").strip()
+    return lines[0].removeprefix("error:").strip()
 
 
 @dataclass(frozen=True)
@@ -148,19 +179,59 @@ class GitMirror:
 
         with _LOCK:
             if self._repo is None:
-                if not (self.path / "HEAD").exists():
-                    self.path.mkdir(parents=True, exist_ok=True)
-                    self._repo = git.Repo.init(self.path, bare=True)
-                    self._repo.git.config("gc.auto", "0")
-                else:
-                    self._repo = git.Repo(self.path)
+                self._open()
             try:
                 yield self._repo.git
             except git.GitCommandError as exc:
                 stderr = redact_text(str(exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n "),
                                      *self.credentials.known_tokens())
-                raise GitError(f"git {what} failed for {redact_url(self.url)}: {stderr or f'exit {exc.status}'}")\
-                    from None
+                log.debug("git %s failed (exit %s): %s", what, exc.status, stderr)
+                folded = first_fatal(stderr) or f"exit {exc.status}"
+                kind = MirrorCorrupt if any(m in stderr for m in _CORRUPTION) else GitError
+                if kind is MirrorCorrupt:
+                    self._mark_for_repair()
+                raise kind(f"git {what} failed for {redact_url(self.url)}: {folded}") from None
+
+    def _open(self) -> None:
+        """Open the mirror, creating it when absent and re-creating it when git cannot read it."""
+        import git
+
+        if not (self.path / "HEAD").exists() and not self.path.is_file():
+            self._create()
+            return
+        try:
+            self._repo = git.Repo(self.path)
+            self._repo.git.execute(["git", "rev-parse", "--git-dir"])  # reads HEAD and config as git does
+        except Exception as exc:  # noqa: BLE001 - garbage HEAD/config raise several unrelated types
+            reason = first_fatal(str(getattr(exc, "stderr", "") or "")) or type(exc).__name__
+            self._reclone(f"git cannot read it ({reason})")
+
+    def _create(self) -> None:
+        import git
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._repo = git.Repo.init(self.path, bare=True)
+        self._repo.git.config("gc.auto", "0")
+
+    def _reclone(self, reason: str) -> None:
+        """Throw the damaged mirror away and start an empty one in the same place (the fetch fills it)."""
+        import shutil
+
+        log.warning("the mirror %s is damaged: %s; re-cloning it in place (state and outbox are kept)",
+                    self.path, reason)
+        if self._repo is not None:
+            with contextlib.suppress(Exception):
+                self._repo.close()
+            self._repo = None
+        if self.path.is_dir() and not self.path.is_symlink():
+            shutil.rmtree(self.path)
+        else:
+            self.path.unlink(missing_ok=True)
+        self._create()
+
+    def _mark_for_repair(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.path / _REPAIR_MARKER).touch()
 
     def _run(self, what: str, *args: str, network: bool = False, **kwargs: Any) -> str:
         with self._git(what) as g:
@@ -184,6 +255,17 @@ class GitMirror:
     # -- remote ---------------------------------------------------------------------------------
     def fetch(self) -> str:
         """Fetch the branch and return its head commit; clear errors for empty repos and missing branches."""
+        with _LOCK:
+            if (self.path / _REPAIR_MARKER).exists():
+                self._reclone("an earlier git call found it corrupt")
+        try:
+            return self._fetch_head()
+        except MirrorCorrupt as exc:
+            with _LOCK:
+                self._reclone(str(exc))
+            return self._fetch_head()
+
+    def _fetch_head(self) -> str:
         depth = [f"--depth={self.depth}"] if self.depth > 0 else []
         try:
             self._run("fetch", "fetch", "--no-tags", "--quiet", *depth, "--", self.url,
@@ -276,7 +358,12 @@ class GitMirror:
 
     def read_blob(self, blob: str) -> bytes:
         with self._git("cat-file"):
-            data: bytes = self._repo.odb.stream(bytes.fromhex(blob)).read()
+            try:
+                data: bytes = self._repo.odb.stream(bytes.fromhex(blob)).read()
+            except (ValueError, OSError) as exc:  # GitPython's cat-file --batch: missing or unreadable object
+                self._mark_for_repair()
+                raise MirrorCorrupt(f"cannot read object {blob[:12]} from the mirror {self.path}: "
+                                    f"{first_fatal(str(exc)) or type(exc).__name__}") from None
             return data
 
     def read_blobs(self, blobs: list[str]) -> Iterator[tuple[str, bytes]]:
@@ -333,6 +420,15 @@ class GitMirror:
         out = self._run("log", "log", "-1", "--format=%an%x00%s%x00%ct", "--end-of-options", sha).strip()
         author, subject, when = (out.split("\0") + ["", "", "0"])[:3]
         return {"author": author, "subject": subject, "time": float(when or 0)}
+    def blob_size(self, blob: str) -> int:
+        """The size of a blob from its header (`cat-file --batch-check`), without reading its content."""
+        with self._git("cat-file"):
+            try:
+                return int(self._repo.odb.info(bytes.fromhex(blob)).size)
+            except (ValueError, OSError) as exc:
+                self._mark_for_repair()
+                raise MirrorCorrupt(f"cannot read object {blob[:12]} from the mirror {self.path}: "
+                                    f"{first_fatal(str(exc)) or type(exc).__name__}") from None
 
     def commit_summary(self, sha: str) -> str:
         out = self._run("log", "log", "-1", "--format=%s (%an)", "--end-of-options", sha)

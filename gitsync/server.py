@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -43,14 +44,54 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+class Coalescer:
+    """A burst of webhooks becomes at most two sync requests per `window` seconds.
+
+    The first request goes through at once (a push is synced without delay); any that arrive in the
+    following window become one request when it ends, which sees the newest commit. A forge sending
+    200 events for one push therefore costs one or two fetches, not one per event.
+    """
+
+    def __init__(self, trigger: Callable[[str], None], window: float = 1.0) -> None:
+        self._trigger = trigger
+        self._window = window
+        self._lock = threading.Lock()
+        self._open = False  # a window is running
+        self._pending: str | None = None
+
+    def __call__(self, reason: str) -> None:
+        with self._lock:
+            if self._open:
+                self._pending = reason
+                return
+            self._open = True
+        self._trigger(reason)
+        self._start_window()
+
+    def _start_window(self) -> None:
+        timer = threading.Timer(self._window, self._close_window)
+        timer.daemon = True
+        timer.start()
+
+    def _close_window(self) -> None:
+        with self._lock:
+            reason, self._pending = self._pending, None
+            if reason is None:
+                self._open = False
+                return
+        self._trigger(reason)
+        self._start_window()
+
+
 def build_app(*, status: Callable[[], dict[str, Any]], ready: Callable[[], bool], trigger: Callable[[str], None],
               metrics: Metrics, webhook_secret: Secret | Callable[[], Secret], max_body: int = DEFAULT_MAX_BODY,
               branch: str = "main", page: Callable[[], str] | None = None,
               health: Callable[[], tuple[bool, str]] | None = None,
-              cycle_ok: Callable[[], bool] | None = None) -> Starlette:
+              cycle_ok: Callable[[], bool] | None = None, webhook_window: float = 1.0) -> Starlette:
     """The HTTP face. `webhook_secret` may be a reader, called for every delivery (the secret may rotate);
     `health` says whether the worker is alive and not stuck; `page` renders the HTML status page."""
     secret_of = webhook_secret if callable(webhook_secret) else (lambda: webhook_secret)
+    coalesced = Coalescer(trigger, webhook_window)
 
     async def healthz(_: Request) -> Response:
         ok, why = health() if health is not None else (True, "ok")
@@ -107,7 +148,7 @@ def build_app(*, status: Callable[[], dict[str, Any]], ready: Callable[[], bool]
         metrics.webhooks.labels(decision.outcome).inc()
         log.info("webhook: %s", decision.reason)
         if decision.outcome == "sync":
-            trigger("webhook")
+            coalesced("webhook")
         answer: dict[str, Any] = {"queued": True} if decision.outcome == "sync" else {
             "queued": False, "detail": decision.reason}
         return JSONResponse(answer, status_code=decision.status_code)

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import logging
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from gitsync.metrics import Metrics
 from gitsync.secrets import Secret
 from gitsync.server import build_app
 from gitsync.testing.forge_standin import GitHubStandin, RunningStandin
+from gitsync.testing.waiting import wait_until
 
 SECRET = "hook-s3cr3t-value"
 
@@ -195,3 +197,19 @@ def test_httpx_request_log_does_not_show_url_credentials(caplog: pytest.LogCaptu
     assert "HTTP Request" in logged
     assert "forge-url-s3cret" not in logged
     assert "robot:****@" in logged
+
+
+def test_a_burst_of_signed_webhooks_costs_one_sync_per_second_not_one_each(hook: Hook) -> None:
+    body = b'{"ref": "refs/heads/main"}'
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    started = time.monotonic()
+    with httpx.Client(trust_env=False) as client:
+        for _ in range(200):
+            response = client.post(f"http://127.0.0.1:{hook.port}/webhook", content=body,
+                                   headers={"X-Hub-Signature-256": signature})
+            assert response.status_code == 202
+    elapsed = time.monotonic() - started
+    assert hook.triggered[:1] == ["webhook"]  # the first one is not delayed
+    wait_until(lambda: len(hook.triggered) >= 2, timeout=10, what="the trailing sync request")
+    # one at once, then at most one per 1-second window while the burst lasts, plus the one closing it
+    assert len(hook.triggered) <= 2 + int(elapsed), (len(hook.triggered), elapsed)
