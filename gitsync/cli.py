@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
@@ -93,6 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the world, not a bug: a full disk, a vanished or unreadable file
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"gitsync: error: {scrub(exc.strerror or str(exc))}{where}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as exc:
+        print(f"gitsync: error: the state database cannot be used ({exc}); move state.sqlite3 in the state "
+              "directory away: the next sync rebuilds it", file=sys.stderr)
+        return EXIT_ERROR
     except Exception:
         logging.getLogger("gitsync").exception("unexpected error (this is a bug in gitsync; please report it)")
         return EXIT_BUG

@@ -91,6 +91,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("sync.gpg_keyring_file", str, "", "Trusted OpenPGP public keys (gpg --export, armored or binary)"),
     Option("sync.commit_status", bool, False, "Post a gitsync commit status (success or failure) on each applied "
            "or refused commit, through the push.forge* settings"),
+    Option("sync.on_force_push", str, "apply", "apply: sync to a rewritten branch head, with a warning naming "
+           "both commits; refuse: keep the applied commit and report an error", choices=("apply", "refuse")),
     Option("push.mode", str, "direct", "What happens to changes made in the target (jobs/save, jobs/remove, "
            "hand edits): direct = commit to the branch; pull-request = branch + PR; off = revert them after "
            "saving them on a conflict branch", choices=("direct", "pull-request", "off"), flag="--push-mode"),
@@ -159,6 +161,7 @@ class Settings:
     sync_allowed_signers_file: str
     sync_gpg_keyring_file: str
     sync_commit_status: bool
+    sync_on_force_push: str
     push_mode: str
     push_debounce: float
     push_new_file_dir: str

@@ -5,6 +5,7 @@
     ├── GitError            a git operation failed (text already redacted)
     ├── ValidationFailed    a definition set has errors; carries the problems
     ├── TargetError         the target (directory or jobs service) refused or failed
+    ├── StateError          the state directory or database is unusable (damaged, full disk, not a folder)
     └── ForgeError          GitHub / GitLab / Gitea refused or failed a pull-request call
 
 Anything else escaping to the CLI is a bug and gets exit 3 with a traceback.
@@ -22,11 +23,19 @@ class ConfigError(GitsyncError):
 
 
 class GitError(GitsyncError):
-    pass
+    """Its text is one line (git's first `fatal:` line); `detail` keeps git's whole stderr for classifying."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class TargetError(GitsyncError):
     pass
+
+
+class StateError(GitsyncError):
+    """The state database cannot be used; the text names the file and the fix (usually: move it away)."""
 
 
 class ValidationFailed(GitsyncError):

@@ -72,10 +72,20 @@ def first_fatal(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return ""
-    for line in lines:
+    for i, line in enumerate(lines):
         if line.startswith("fatal:"):
-            return line.removeprefix("fatal:").strip()
+            fatal = line.removeprefix("fatal:").strip()
+            # "Could not read from remote repository" and the like only say that a line before them has the cause
+            # (ssh's "Host key verification failed.", "Permission denied (publickey)."): keep that one too.
+            causes = [c for c in lines[:i] if not c.startswith(("warning:", "hint:", "remote:"))]
+            if causes and any(g in fatal for g in _GENERIC_FATAL):
+                return f"{causes[-1].removeprefix('error:').strip()} ({fatal})"
+            return fatal
     return lines[0].removeprefix("error:").strip()
+
+
+_GENERIC_FATAL = ("Could not read from remote repository", "the remote end hung up", "failed to push some refs",
+                  "early EOF", "index-pack failed")
 
 
 @dataclass(frozen=True)
@@ -190,7 +200,7 @@ class GitMirror:
                 kind = MirrorCorrupt if any(m in stderr for m in _CORRUPTION) else GitError
                 if kind is MirrorCorrupt:
                     self._mark_for_repair()
-                raise kind(f"git {what} failed for {redact_url(self.url)}: {folded}") from None
+                raise kind(f"git {what} failed for {redact_url(self.url)}: {folded}", stderr) from None
 
     def _open(self) -> None:
         """Open the mirror, creating it when absent and re-creating it when git cannot read it."""
@@ -271,7 +281,7 @@ class GitMirror:
             self._run("fetch", "fetch", "--no-tags", "--quiet", *depth, "--", self.url,
                       f"+refs/heads/{self.branch}:{REMOTE_REF}", network=True)
         except GitError as exc:
-            if "couldn't find remote ref" not in str(exc):
+            if "couldn't find remote ref" not in exc.detail:
                 raise
             heads = self._run("ls-remote", "ls-remote", "--heads", "--", self.url, network=True).split()
             branches = sorted(h.removeprefix("refs/heads/") for h in heads if h.startswith("refs/heads/"))
@@ -487,7 +497,7 @@ class GitMirror:
             self._run("push", "push", "--quiet", "--porcelain", "--", self.url,
                       f"{'+' if force else ''}{sha}:refs/heads/{branch}", network=True)
         except GitError as exc:
-            text = str(exc)
+            text = exc.detail
             if any(m in text for m in ("non-fast-forward", "fetch first", "[rejected]", "stale info", "were rejected")):
                 raise PushRejected(f"push to {branch!r} was rejected: the branch moved on") from None
             raise
@@ -498,7 +508,7 @@ class GitMirror:
             self._run("fetch", "fetch", "--no-tags", "--quiet", "--", self.url, f"+refs/heads/{branch}:{ref}",
                       network=True)
         except GitError as exc:
-            if "couldn't find remote ref" in str(exc):
+            if "couldn't find remote ref" in exc.detail:
                 return None
             raise
         return self.resolve(ref)

@@ -38,6 +38,7 @@ def status_report(settings: Settings, state: State) -> dict[str, Any]:
         "definitions": sum(len(o.names) for o in manifest.values()),
         "problems": state.get("problems", []),
         "findings": state.get("findings", []),
+        "recovered": state.get("recovered"),
     }
     if settings.target_kind == "jobs-api":
         report.update(api_status(settings, state))
@@ -92,6 +93,11 @@ def render_text(report: dict[str, Any]) -> str:
     if report["interrupted_apply"]:
         lines.append(f"interrupted  an apply of {report['interrupted_apply'][:12]} did not finish; "
                      "the next sync completes it")
+    if report.get("recovered"):
+        r = report["recovered"]
+        lines.append(f"recovered    the state database was rebuilt at {when(r['at'])}: {r['adopted']} file(s) "
+                     f"adopted as equal to git (last applied commit {str(r['commit'])[:12]}), {r['drift']} "
+                     "differing from git reported as drift")
     lines.append(f"outbox       {report['outbox_length']} change(s) waiting to reach git"
                  + (f", oldest {report['outbox_oldest_age_s']:.0f} s" if report["outbox_length"] else ""))
     for blocked in report["outbox_blocked"]:

@@ -6,6 +6,7 @@ applied commit and the cached validation of that commit's files change together 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gitsync.errors import ConfigError
+from gitsync.errors import ConfigError, StateError
 from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
 from gitsync.problems import Problem, from_dict
 
@@ -78,8 +79,11 @@ class StateLock:
     def __init__(self, directory: Path) -> None:
         import fcntl
 
-        directory.mkdir(parents=True, exist_ok=True)
-        self._file = open(directory / "lock", "a+")  # noqa: SIM115 - held for the lock's lifetime
+        ensure_state_dir(directory)
+        try:
+            self._file = open(directory / "lock", "a+")  # noqa: SIM115 - held for the lock's lifetime
+        except OSError as exc:
+            raise StateError(f"cannot use state directory {directory}: {exc.strerror}") from None
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -102,12 +106,28 @@ class State:
     """The state database; safe to share between the worker and status readers."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir(directory)
         self.path = directory / "state.sqlite3"
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if self.path.is_dir():
+            raise StateError(f"state database {self.path} is a directory; move it away")
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state database {self.path}: {exc}") from None
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StateError(damaged(self.path, exc)) from None
+
+    def _open(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # A garbage or truncated file fails here, at start-up, rather than half way through an apply.
+        check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(check)
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         has_tables = self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
         if has_tables and version != SCHEMA_VERSION:
@@ -124,14 +144,29 @@ class State:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already (disk full)
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite failures become one line naming the file and the fix; nothing was committed."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "full" in text or "disk I/O" in text:
+                raise StateError(f"cannot write state database {self.path}: {text}; free space on its disk "
+                                 "(nothing was recorded; the next sync retries)") from None
+            raise StateError(f"state database {self.path}: {text}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StateError(damaged(self.path, exc)) from None
 
     # -- meta -------------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -314,6 +349,25 @@ def _problems(text: str) -> tuple[Problem, ...]:
 
 def _tree_record(blob: str, names: str, problems: str) -> TreeRecord:
     return TreeRecord(blob, tuple(json.loads(names)), _problems(problems))
+
+
+def ensure_state_dir(directory: Path) -> None:
+    """Create the state directory, or say in one line why it cannot be one."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StateError(f"state.dir {directory} is a file, not a directory; point state.dir at a "
+                         "directory") from None
+    except NotADirectoryError:
+        raise StateError(f"state.dir {directory} is inside a file, not a directory; point state.dir at a "
+                         "directory") from None
+    except OSError as exc:
+        raise StateError(f"cannot create state directory {directory}: {exc.strerror}") from None
+
+
+def damaged(path: Path, exc: Exception) -> str:
+    return (f"state database {path} is damaged ({exc}); move it away (mv {path} {path}.broken): the next "
+            "sync rebuilds it, adopts the files that match git and reports the rest as drift")
 
 
 def _set_meta(db: sqlite3.Connection, values: Mapping[str, Any]) -> None:

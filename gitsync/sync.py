@@ -13,14 +13,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from gitsync import defset, faults
 from gitsync.config import Settings
 from gitsync.cycle import StepFailure, Steps
-from gitsync.errors import ConfigError, GitError
+from gitsync.errors import ConfigError, GitError, StateError, TargetError
 from gitsync.gitrepo import APPLIED_REF, Change, GitMirror
 from gitsync.kit import check_kit
 from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
@@ -146,7 +146,8 @@ class Syncer:
         s = self.settings
         applied = self.state.get("applied_commit")
         rules = self._validation_key()
-        if not self.state.has_tree() and not self.mirror.path_exists(head, s.repo_path):
+        vanished = not self.mirror.path_exists(head, s.repo_path)
+        if vanished and not (self.state.has_tree() and self.state.get("applied_path", s.repo_path) == s.repo_path):
             raise ConfigError(f"repo.path {s.repo_path!r} does not exist in commit {head[:12]}; "
                               "set repo.path to the folder that holds the .kit files")
         changes, whole_tree = self._changes(applied, head)
@@ -171,8 +172,14 @@ class Syncer:
         for path, (names, found) in self._check_blobs(to_parse).items():
             fresh[path] = TreeRecord(blobs[path], names, tuple(p.at(path) for p in found) + defset.name_problems(path))
         if whole_tree is not None:
-            return self._prepare_whole(head, applied, changes, whole_tree, fresh, force, allow_mass_delete)
-        return self._prepare_change(head, applied, changes, fresh, force, allow_mass_delete)
+            prepared = self._prepare_whole(head, applied, changes, whole_tree, fresh, force, allow_mass_delete)
+        else:
+            prepared = self._prepare_change(head, applied, changes, fresh, force, allow_mass_delete)
+        if prepared.refusal and vanished:  # say why everything would go: the folder itself is gone from git
+            why = (f"repo.path {s.repo_path!r} no longer exists in commit {head[:12]} (moved or deleted in git? "
+                   "if moved, set repo.path to its new folder)")
+            return replace(prepared, refusal=f"{why}, so {prepared.refusal}")
+        return prepared
 
     def _prepare_whole(self, head: str, applied: str | None, changes: list[Change], old_tree: Mapping[str, TreeRecord],
                        fresh: Mapping[str, TreeRecord | None], force: bool, allow_mass_delete: bool) -> Prepared:
@@ -269,6 +276,7 @@ class Syncer:
         desired = {defset.target_name(p): Desired(p, r.blob, r.names) for p, r in tree.items() if p not in invalid}
         hold = {defset.target_name(p): f"{p} is invalid; the last good version stays" for p in tree if p in invalid}
         hold.update(_foreign_clashes(desired, foreign))
+        hold.update(self.target.obstructed(t for t in desired if t not in seen))
         plan = make_plan(desired, owned, {t: v.blob for t, v in seen.items()}, hold=hold, pending=self.pending(),
                          force=force)
         if not plan.of("delete"):
@@ -334,6 +342,48 @@ class Syncer:
         log.warning("recovered an apply a crash interrupted: %d of %d file(s) it had touched are gitsync's",
                     len(owned), len(journal))
 
+    def adopt_after_state_loss(self, head: str) -> None:
+        """After the state database was lost or moved away: own what gitsync evidently wrote, so the sync
+        carries on from there instead of calling every file foreign.
+
+        The mirror still records the last applied commit (APPLIED_REF). A target file equal to git's version
+        there or at `head` is adopted; one that matches neither is owned as of the applied commit, so the plan
+        reports it as drift. Without that record (the mirror was lost too) only exact matches are adopted.
+        """
+        if self.state.get("applied_commit") or self.state.owned_count():
+            return
+        seen = self.target.scan({})
+        if not seen:
+            return
+        try:
+            last: str | None = self.mirror.resolve(APPLIED_REF)
+        except GitError:
+            return  # no evidence gitsync ever wrote here: the plan adopts exact matches, the rest is foreign
+        path = self.settings.repo_path
+        trees = {commit: self.mirror.list_tree(commit, path) for commit in dict.fromkeys([last, head]) if commit}
+        owned: dict[str, Owned | None] = {}
+        adopted = drift = 0
+        for tree in trees.values():
+            for repo_path, entry in tree.items():
+                target = defset.target_name(repo_path)
+                have = seen.get(target)
+                if have is None or target in owned or not defset.is_definition_path(repo_path) \
+                        or entry.mode not in ("100644", "100755") or have.blob != entry.blob:
+                    continue
+                names = check_kit(self.mirror.read_blob(entry.blob), repo_path).names
+                owned[target] = Owned(repo_path, entry.blob, names, have.stat)
+                adopted += 1
+        for repo_path, entry in trees[str(last)].items():
+            target = defset.target_name(repo_path)
+            if target in seen and target not in owned and defset.is_definition_path(repo_path):
+                owned[target] = Owned(repo_path, entry.blob, (), "")
+                drift += 1
+        recovered = {"at": time.time(), "commit": last, "adopted": adopted, "drift": drift}
+        self.state.record_apply(tree=None, owned=owned, meta={"recovered": recovered})
+        log.warning("the state database was empty but the job directory holds files gitsync wrote: adopted %d "
+                    "equal to git's version (last applied commit %s, or %s), %d differing from both reported "
+                    "as drift", adopted, str(last)[:12], head[:12], drift)
+
     def _changes(self, applied: str | None, head: str) -> tuple[list[Change], dict[str, TreeRecord] | None]:
         """The definition files that differ from the applied tree; the whole stored tree too when git's diff
         cannot say (first sync, a new repo.path, the applied commit gone), else None."""
@@ -397,18 +447,27 @@ class Syncer:
         try:
             head = self.mirror.fetch()
             faults.reached("pull.fetched")
+            if applied and not force and not self.target.directory.is_dir():
+                raise TargetError(f"the job directory {self.target.directory} is gone (deleted or unmounted?); "
+                                  "nothing was written: restore or mount it, or run with --force to recreate it "
+                                  "with git's definitions")
             if applied and applied != head and self.mirror.has_commit(applied) \
                     and not self.mirror.is_ancestor(applied, head):
+                if self.settings.sync_on_force_push == "refuse":
+                    raise GitError(f"branch {self.settings.repo_branch} was rewritten (force-push): {applied[:12]} "
+                                   f"is not in the history of {head[:12]}; refusing (sync.on_force_push = refuse): "
+                                   f"push a commit on top of {applied[:12]} or set sync.on_force_push = apply")
                 log.warning("branch %s was rewritten (force-push): %s is no longer in its history; syncing to %s",
                             self.settings.repo_branch, applied[:12], head[:12])
             untrusted = self._untrusted(head)
             if untrusted:
                 result = SyncResult("refused", head=head, applied=applied, message=untrusted)
             else:
+                self.adopt_after_state_loss(head)
                 prepared = self.prepare(head, force=force, allow_mass_delete=allow_mass_delete)
                 faults.reached("pull.validated")
                 result = self._apply(prepared)
-        except (GitError, ConfigError) as exc:
+        except (GitError, ConfigError, TargetError, StateError) as exc:
             result = SyncResult("error", applied=applied, message=str(exc))
         except OSError as exc:  # the target: missing permissions, full disk, a file where a folder should be
             where = exc.filename or self.target.directory
@@ -459,7 +518,10 @@ class Syncer:
         deleted = set(self.target.delete((a.target for a in deletes), planned))
         for a in [*(d for d in deletes if d.target in deleted), *p.plan.of("forget")]:
             owned[a.target] = None
-        changed_meanwhile = [a.target for a in [*writes, *deletes] if a.target not in stats and a.target not in deleted]
+        changed_meanwhile = [a.target for a in [*writes, *deletes] if a.target not in stats and a.target not in deleted
+                             and a.target not in self.target.refused]
+        for target, why in self.target.refused.items():
+            base.findings.append(Finding("held", target, f"{target} was not written: {why}"))
         if changed_meanwhile:
             log.warning("%s changed while syncing; left as they are for the next cycle", ", ".join(changed_meanwhile))
         faults.reached("apply.written")
@@ -471,7 +533,7 @@ class Syncer:
         base.applied = p.head
         base.written = [a.target for a in writes if a.target in stats]
         base.removed = [a.target for a in deletes if a.target in deleted]
-        held = [f for f in p.plan.findings if f.kind in ("held", "foreign")]
+        held = [f for f in base.findings if f.kind in ("held", "foreign")]
         base.result = "partial" if held else ("synced" if writes or deletes or p.head != p.applied else "noop")
         return base
 

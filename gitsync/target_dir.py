@@ -7,8 +7,10 @@ disk, then renamed over the target in one step.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,9 @@ from gitsync.kitname import TEMP_PREFIX as TEMP_PREFIX  # defined with the name 
 from gitsync.kitname import TEMP_SUFFIX as TEMP_SUFFIX
 from gitsync.kitname import is_definition_name
 
+#: errno values that concern one file's name, not the directory: that file is skipped, the rest written.
+_NAME_ERRORS = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.EISDIR, errno.ENOTDIR, errno.ENOTEMPTY)
+
 
 def blob_id(data: bytes) -> str:
     """The git blob id of some content, so disk files compare directly with git's tree entries."""
@@ -28,6 +33,13 @@ def blob_id(data: bytes) -> str:
 def stat_key(st: os.stat_result) -> str:
     """Like git's index: unchanged size, mtime and inode mean unchanged content, without reading it."""
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def temp_name(name: str) -> str:
+    """A short, fixed-length temp name: any name the file system accepts can be written atomically
+    (a 246-character name plus prefix and suffix went over the 255-byte limit and wedged every sync)."""
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()[:16]
+    return f"{TEMP_PREFIX}{digest}{TEMP_SUFFIX}"
 
 
 class Recorded(Protocol):
@@ -55,6 +67,23 @@ class DirectoryTarget:
         self.directory = directory
         self.file_mode = file_mode
         self.gid = gid
+        #: Names the last `write_many` could not create, and why (too long, a directory in the way, ...).
+        self.refused: dict[str, str] = {}
+
+    def obstructed(self, names: Iterable[str]) -> dict[str, str]:
+        """Names that exist in the directory as something other than a regular file (a directory, a FIFO),
+        so no definition can be written there until it is moved away."""
+        found = {}
+        for name in names:
+            try:
+                st = os.lstat(self.directory / name)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+                kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                found[name] = (f"{name} in the job directory is {kind}; move it away so gitsync can write the "
+                               "definition there")
+        return found
 
     def ensure(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -121,6 +150,10 @@ class DirectoryTarget:
             return stat_key(os.stat(self.directory / name))
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno in _NAME_ERRORS:  # a name that cannot exist here does not exist
+                return None
+            raise
 
     def write_many(self, files: Iterable[tuple[str, bytes]], expected: Mapping[str, str | None], *,
                    batch: bool = False) -> dict[str, str]:
@@ -129,11 +162,14 @@ class DirectoryTarget:
         None for absent): a save landing mid-sync must not be overwritten. Returns the stat key of every file
         written; skipped files are left for the next cycle."""
         self.ensure()
+        self.refused = {}
         pending: list[tuple[Path, Path, str]] = []
+        temps: list[Path] = []  # every temp opened, so a full disk (ENOSPC, EFBIG) leaves no partial one behind
         written: dict[str, str] = {}
         try:  # `files` is consumed lazily, so a 10,000-file apply never holds every file in memory at once
             for name, data in files:
-                temp = self.directory / f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"
+                temp = self.directory / temp_name(name)
+                temps.append(temp)
                 with open(temp, "wb") as handle:
                     # Set on the temp file, before the rename: the file appears with its final mode and group,
                     # whatever the umask (fchmod ignores it).
@@ -151,11 +187,17 @@ class DirectoryTarget:
             if batch:
                 os.sync()
             for temp, final, ours in pending:
-                if self.current_stat(final.name) == expected.get(final.name):
-                    os.replace(temp, final)
-                    written[final.name] = ours
+                try:
+                    if self.current_stat(final.name) == expected.get(final.name):
+                        os.replace(temp, final)
+                        written[final.name] = ours
+                except OSError as exc:
+                    if exc.errno not in _NAME_ERRORS:
+                        raise
+                    # This one name cannot exist here; the others are still written (no wedge on one file).
+                    self.refused[final.name] = f"the file system refuses the name: {exc.strerror}"
         finally:
-            for temp, _, _ in pending:
+            for temp in temps:
                 temp.unlink(missing_ok=True)
         self._sync_directory()
         return written

@@ -231,7 +231,8 @@ def test_on_invalid_skip_applies_the_valid_files_and_keeps_the_last_good_version
     ran = synced.sync()
 
     assert ran.code == 1
-    assert ran.err.splitlines()[-1] == f"gitsync: error: applied {head[:12]} except 1 held file(s): hello-world.kit"
+    assert ran.err.splitlines()[-1] == (f"gitsync: error: applied {head[:12]} except 1 file(s) left as they are: "
+                                        "hello-world.kit (held)")
     after = snapshot(synced.target)
     assert after["hello-world.kit"] == before["hello-world.kit"]
     assert after["extra.kit"].data == kit("extra").encode()
@@ -254,7 +255,7 @@ def test_on_invalid_skip_reports_a_new_invalid_file_as_held(synced: Farm) -> Non
     ran = synced.sync()
 
     assert ran.code == 1
-    assert ran.err.splitlines()[-1].endswith("except 1 held file(s): extra.kit")
+    assert ran.err.splitlines()[-1].endswith("except 1 file(s) left as they are: extra.kit (held)")
     assert "extra.kit" not in kit_files(synced.target)
     status = synced.status()
     assert status["last_result"] == "partial"
@@ -418,7 +419,7 @@ def test_a_foreign_file_defining_a_repo_job_name_holds_the_repo_file(farm: Farm)
     ran = farm.sync()
 
     assert ran.code == 1
-    assert ran.err.splitlines()[-1].endswith("except 1 held file(s): hello-world.kit")
+    assert ran.err.splitlines()[-1].endswith("except 1 file(s) left as they are: hello-world.kit (held)")
     assert kit_files(farm.target) == sorted({*SAMPLE_TARGETS, "manual.kit"} - {"hello-world.kit"})
     assert (farm.target / "manual.kit").read_text() == manual
     [finding] = farm.status()["findings"]
@@ -495,14 +496,16 @@ def test_a_managed_file_deleted_by_hand_is_reported(synced: Farm, caplog: pytest
     assert synced.contents() == synced.head_definitions()
 
 
-def test_a_job_directory_removed_by_hand_is_reported_not_a_crash(synced: Farm) -> None:
+def test_a_job_directory_removed_by_hand_is_an_error_not_a_noop(synced: Farm) -> None:
     shutil.rmtree(synced.target)
 
     ran = synced.sync()
 
-    assert ran.code == 0, ran.err
-    findings = synced.status()["findings"]
-    assert {f["kind"] for f in findings} == {"drift"} and len(findings) == len(SAMPLE_TARGETS)
+    assert ran.code == 1
+    assert ran.err.splitlines()[-1] == (
+        f"gitsync: error: the job directory {synced.target} is gone (deleted or unmounted?); nothing was "
+        "written: restore or mount it, or run with --force to recreate it with git's definitions")
+    assert synced.status()["last_result"] == "error"
     assert not synced.target.exists()
 
     assert synced.sync("--force").code == 0
@@ -535,14 +538,16 @@ def test_a_target_that_is_not_a_directory_is_a_clear_error(farm: Farm) -> None:
 
 
 @pytest.mark.parametrize(("removed", "refusal"), [
-    (list(SAMPLE_TARGETS), "this commit would remove every definition (7 files); refusing"),
+    (list(SAMPLE_TARGETS), "repo.path 'jobs' no longer exists in commit {head} (moved or deleted in git? if "
+                           "moved, set repo.path to its new folder), so this commit would remove every definition "
+                           "(7 files); refusing"),
     (["hello-world.kit", "gpu-checks.kit", "asset-validate.kit", "render-k8s.kit"],
      "this commit would remove 4 of 7 definition files (more than 50%); refusing"),
 ], ids=["every file", "more than half"])
 def test_a_mass_deletion_is_refused_unless_allowed(synced: Farm, removed: list[str], refusal: str) -> None:
     before = snapshot(synced.target)
     paths = {str(next(SAMPLE_JOBS.rglob(n)).relative_to(SAMPLE_JOBS.parent)): None for n in removed}
-    synced.remote.commit(paths, "clean up")
+    refusal = refusal.format(head=synced.remote.commit(paths, "clean up")[:12])
 
     ran = synced.sync()
 

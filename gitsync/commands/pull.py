@@ -49,9 +49,9 @@ def run_sync(args: argparse.Namespace) -> int:
     if result.result in ("synced", "noop"):
         return 0
     if result.result == "partial":
-        held = [f.target for f in result.findings if f.kind == "held"]
-        raise GitsyncError(f"applied {result.head and result.head[:12]} except {len(held)} held file(s): "
-                           f"{', '.join(held)}")
+        left = [f"{f.target} ({f.kind})" for f in result.findings if f.kind in ("held", "foreign")]
+        raise GitsyncError(f"applied {result.head and result.head[:12]} except {len(left)} file(s) left as they "
+                           f"are: {', '.join(left)}")
     raise GitsyncError(result.message)
 
 
