@@ -403,7 +403,8 @@ class GitMirror:
                 for blob in blobs:
                     header = stdout.readline().split()
                     if len(header) != 3:
-                        raise GitError(f"git cat-file: object {blob} is missing from the mirror {self.path}")
+                        self._mark_for_repair()
+                        raise MirrorCorrupt(f"git cat-file: object {blob} is missing from the mirror {self.path}")
                     data = stdout.read(int(header[2]))
                     stdout.read(1)
                     yield blob, data
