@@ -164,8 +164,10 @@ def _read_settings(files: list[Path]) -> dict[str, Any]:
                             environments=True, envvar_prefix=False, nested_separator="__", dotted_lookup=True,
                             default_env="settings", env="settings", merge_enabled=True,
                             apply_default_on_none=True)
-        evaluated = _plain(settings.as_dict())  # as_dict evaluates @format tokens
-        return {"nv": evaluated["nv"]} if isinstance(evaluated.get("nv"), dict) else {}
+        root = settings.get("nv")
+        # Only Farm's own tree is evaluated: an unrelated environment variable holding "@format ..." must not
+        # stop the service (envvar_prefix=False makes every variable a setting, as in Farm).
+        return {"nv": _plain(root, settings, "nv")} if isinstance(root, Mapping) else {}
     except Exception as exc:  # noqa: BLE001 - dynaconf raises parser and format errors of many types
         # The type and the first line only: the text may quote a key or a password from the file.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -174,7 +176,10 @@ def _read_settings(files: list[Path]) -> dict[str, Any]:
         raise ConfigError(f"{where}: cannot read the jobs service settings: {reason}") from exc
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, settings: Any, path: str) -> Any:
+    """Plain dicts with lower-case keys; ``@format`` tokens evaluated one setting at a time."""
+    if type(value).__name__ == "Lazy":
+        value = settings.get(path)  # evaluates the token (a missing variable raises, naming it)
     if isinstance(value, Mapping):
         plain: dict[str, Any] = {}
         for key, inner in value.items():
@@ -182,10 +187,12 @@ def _plain(value: Any) -> Any:
             lowered = str(key).lower()
             if lowered in plain and str(key) == lowered:
                 continue
-            plain[lowered] = _plain(inner)
+            plain[lowered] = _plain(inner, settings, f"{path}.{key}")
         return plain
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        if any(type(v).__name__ == "Lazy" for v in value):
+            value = settings.get(path)  # dynaconf evaluates the tokens of a list as a whole
+        return [_plain(v, settings, path) for v in value]
     return value
 
 

@@ -140,3 +140,19 @@ def test_the_redis_store_refuses_store_args_other_than_the_connection_string(tmp
 
     with pytest.raises(ConfigError, match="only store_args.connection_string"):
         load_config(path)
+
+
+def test_format_tokens_inside_a_list_are_evaluated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "application.yaml"
+    path.write_text("settings:\n  nv:\n    svc:\n      farm:\n        jobs:\n          store_args:\n"
+                    "            job_directories: ['@format {env[DEFS]}/a', '/b']\n")
+    monkeypatch.setenv("DEFS", "/mnt/defs")
+
+    assert load_config(path).job_directories == ("/mnt/defs/a", "/b")
+
+
+def test_an_unrelated_environment_variable_with_a_format_token_does_not_stop_the_service(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOMETHING_ELSE", "@format {env[NOT_SET_ANYWHERE]}")
+
+    assert load_config(None).port == farm.DEFAULT_PORT
