@@ -7,6 +7,7 @@ silent failures into a loud, fixable error at review time.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Callable
@@ -245,11 +246,11 @@ def _check_field(key: str, field: str, value: Any, at: _Locator) -> list[Problem
         return [at.problem(line, "warning", f"job.{key}.job_spec_path is set by the job store and means nothing in git",
                            "remove it")]
     if field == "active":
-        if value is False:
-            return [at.problem(line, "warning", f"job.{key}.active = false has no effect: Farm's directory store "
-                               "never reads 'active' from a file, so the job stays active",
-                               "remove the job (or its file) to retire it")]
-        return []
+        if value is True:
+            return []  # what jobs/save writes, and what Farm assumes anyway
+        return [at.problem(line, "warning", f"job.{key}.active = {json.dumps(value, default=str)} has no effect: Farm's directory store "
+                           "never reads 'active' from a file, so the job stays active",
+                           "remove the job (or its file) to retire it")]
     types, described = spec
     wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
     if not wrong:
