@@ -248,7 +248,8 @@ def _check_field(key: str, field: str, value: Any, at: _Locator) -> list[Problem
     if field == "active":
         if value is True:
             return []  # what jobs/save writes, and what Farm assumes anyway
-        return [at.problem(line, "warning", f"job.{key}.active = {json.dumps(value, default=str)} has no effect: Farm's directory store "
+        shown = json.dumps(value, default=str)
+        return [at.problem(line, "warning", f"job.{key}.active = {shown} has no effect: Farm's directory store "
                            "never reads 'active' from a file, so the job stays active",
                            "remove the job (or its file) to retire it")]
     types, described = spec
