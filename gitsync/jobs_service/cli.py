@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="port to listen on; 0 picks a free one (default: the config's, 8222)",
     )
     parser.add_argument(
+        "--max-body-size",
+        type=int,
+        metavar="BYTES",
+        help="refuse /save and /remove bodies over this size with 413 (default: the config's max_body_size, 1 MiB)",
+    )
+    parser.add_argument(
         "--save-location",
         metavar="DIR",
         type=Path,
@@ -52,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.save_location is not None and config.uses_redis:
         log.warning("--save-location is ignored: the configured store is Redis")
-    config = config.with_overrides(host=args.host, port=args.port, save_location=args.save_location)
+    config = config.with_overrides(host=args.host, port=args.port, save_location=args.save_location,
+                                   max_body_size=args.max_body_size)
 
     stop = threading.Event()
 

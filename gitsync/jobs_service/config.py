@@ -102,6 +102,7 @@ class JobsServiceConfig:
         host: str | None = None,
         port: int | None = None,
         save_location: Path | None = None,
+        max_body_size: int | None = None,
     ) -> JobsServiceConfig:
         """A copy with command-line overrides applied; None leaves a value as configured."""
         changes: dict[str, Any] = {}
@@ -111,6 +112,10 @@ class JobsServiceConfig:
             changes["port"] = port
         if save_location is not None:
             changes["save_location"] = save_location.expanduser().absolute()
+        if max_body_size is not None:
+            if max_body_size < 1:
+                raise ConfigError("--max-body-size must be a positive number of bytes")
+            changes["max_body_size"] = max_body_size
         return dataclasses.replace(self, **changes)
 
     def describe(self) -> str:

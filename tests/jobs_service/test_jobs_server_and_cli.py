@@ -62,10 +62,13 @@ def test_cli_arguments_parse_into_overrides(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
 
-    args = parser.parse_args(["--config", "farm.toml", "--host", "0.0.0.0", "--port", "0", "--save-location", "d"])
+    args = parser.parse_args(["--config", "farm.toml", "--host", "0.0.0.0", "--port", "0", "--save-location", "d",
+                              "--max-body-size", "2048"])
 
     assert args.config == Path("farm.toml")
-    assert (args.host, args.port, args.save_location) == ("0.0.0.0", 0, Path("d"))
+    assert (args.host, args.port, args.save_location, args.max_body_size) == ("0.0.0.0", 0, Path("d"), 2048)
+    config = JobsServiceConfig().with_overrides(max_body_size=args.max_body_size)
+    assert config.max_body_size == 2048
 
 
 def test_cli_run_with_a_bad_config_raises_config_error(tmp_path: Path) -> None:
