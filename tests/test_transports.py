@@ -137,18 +137,28 @@ class GitCall:
 
 @pytest.fixture
 def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[GitCall]:
-    """Every process GitPython starts in this test, with its argv and the environment it was given."""
+    """Every git process gitsync starts in this test (as a plain subprocess or through GitPython), with its
+    argv and the environment it was given."""
+    import subprocess
+
     import git.cmd
 
     calls: list[GitCall] = []
-    real = git.cmd.safer_popen
+    real, real_popen = git.cmd.safer_popen, subprocess.Popen
 
     def recording(command: Any, *args: Any, **kwargs: Any) -> Any:
         argv = (command,) if isinstance(command, str) else tuple(str(c) for c in command)
         calls.append(GitCall(argv, dict(kwargs.get("env") or {})))
         return real(command, *args, **kwargs)
 
+    def recording_popen(command: Any, *args: Any, **kwargs: Any) -> Any:
+        argv = (command,) if isinstance(command, str) else tuple(str(c) for c in command)
+        if argv and os.path.basename(argv[0]) == "git":
+            calls.append(GitCall(argv, dict(kwargs.get("env") or {})))
+        return real_popen(command, *args, **kwargs)
+
     monkeypatch.setattr(git.cmd, "safer_popen", recording)
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
     return calls
 
 
