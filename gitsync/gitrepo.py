@@ -67,6 +67,16 @@ _CORRUPTION = ("is corrupt", "did not send all necessary objects", "bad object",
 _REPAIR_MARKER = "gitsync-repair-needed"
 
 
+def visible_path(name: str) -> str:
+    """A repo path as text that can be stored and printed: bytes that are not UTF-8 (GitPython hands them over
+    as surrogates, which SQLite and every log refuse) become `\\xNN` escapes, which the name rules reject."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def first_fatal(text: str) -> str:
     """git's message folded to one line: its first `fatal:` line (else its first line); the rest is debug."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -355,7 +365,7 @@ class GitMirror:
             meta, name = record.split("\t", 1)
             mode, kind, blob = meta.split()
             if kind == "blob":
-                entries[name] = TreeEntry(mode, blob)
+                entries[visible_path(name)] = TreeEntry(mode, blob)
         return entries
 
     def entries(self, commit: str, paths: Iterable[str]) -> dict[str, TreeEntry]:
@@ -371,7 +381,7 @@ class GitMirror:
                     meta, name = record.split("\t", 1)
                     mode, kind, blob = meta.split()
                     if kind == "blob":
-                        entries[name] = TreeEntry(mode, blob)
+                        entries[visible_path(name)] = TreeEntry(mode, blob)
         return entries
 
     def diff(self, old: str, new: str, path: str) -> list[Change]:
@@ -386,7 +396,7 @@ class GitMirror:
                 continue
             _old_mode, new_mode, _old_blob, new_blob, status = meta[1:].split()
             deleted = status.startswith("D")
-            changes.append(Change(status[0], name, None if deleted else new_blob, new_mode))
+            changes.append(Change(status[0], visible_path(name), None if deleted else new_blob, new_mode))
         return changes
 
     def read_blob(self, blob: str) -> bytes:

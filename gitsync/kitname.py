@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 
 KIT_SUFFIX = ".kit"
 #: gitsync's temp files: hidden, and not ending in `.kit`, so no job store ever loads one.
@@ -33,6 +34,9 @@ def farm_loads(name: str) -> bool:
     return posixpath.splitext(name)[1] == KIT_SUFFIX
 
 
+_ESCAPED_BYTE = re.compile(r"\\x[89a-f][0-9a-f]")
+
+
 def name_problem(name: str, what: str = "file name", *, suffix: str = "") -> str | None:
     """Why ``name`` cannot be a file in a job directory (gitsync's rule, stricter than Farm), or None.
 
@@ -42,6 +46,8 @@ def name_problem(name: str, what: str = "file name", *, suffix: str = "") -> str
     """
     if name in ("", ".", ".."):
         return f"{what} {name!r} is not a file name"
+    if _ESCAPED_BYTE.search(name):  # how gitrepo.visible_path shows a name that is not UTF-8
+        return f"{what} {name!r} is not valid UTF-8"
     if "/" in name or "\\" in name:
         return f"{what} {name!r} contains a path separator"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
