@@ -205,12 +205,17 @@ class GitMirror:
             except git.GitCommandError as exc:
                 stderr = redact_text(str(exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n "),
                                      *self.credentials.known_tokens())
-                log.debug("git %s failed (exit %s): %s", what, exc.status, stderr)
-                folded = first_fatal(stderr) or f"exit {exc.status}"
-                kind = MirrorCorrupt if any(m in stderr for m in _CORRUPTION) else GitError
-                if kind is MirrorCorrupt:
-                    self._mark_for_repair()
-                raise kind(f"git {what} failed for {redact_url(self.url)}: {folded}", stderr) from None
+                raise self._failure(what, stderr, exc.status) from None
+
+    def _failure(self, what: str, stderr: str, status: object) -> GitError:
+        """One line for the user (git's first `fatal:`), the whole text at debug level; damage to the mirror
+        itself is a `MirrorCorrupt`, which the next fetch repairs."""
+        log.debug("git %s failed (exit %s): %s", what, status, stderr)
+        folded = first_fatal(stderr) or f"exit {status}"
+        kind = MirrorCorrupt if any(m in stderr for m in _CORRUPTION) else GitError
+        if kind is MirrorCorrupt:
+            self._mark_for_repair()
+        return kind(f"git {what} failed for {redact_url(self.url)}: {folded}", stderr)
 
     def _open(self) -> None:
         """Open the mirror, creating it when absent and re-creating it when git cannot read it."""
@@ -273,7 +278,7 @@ class GitMirror:
                                f"{self.timeout:g} secs (sync.timeout)") from None
         if proc.returncode:
             stderr = redact_text(err.decode("utf-8", "replace").strip(), *self.credentials.known_tokens())
-            raise GitError(f"git {what} failed for {redact_url(self.url)}: {stderr or f'exit {proc.returncode}'}")
+            raise self._failure(what, stderr, proc.returncode)
         text = out.decode("utf-8", "surrogateescape")
         return text[:-1] if strip_newline_in_stdout and text.endswith("\n") else text
 
