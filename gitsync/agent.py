@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gitsync.capture import capture
 from gitsync.commit_status import StatusPoster
@@ -26,16 +26,22 @@ from gitsync.report import status_report
 from gitsync.sync import Syncer, SyncResult
 from gitsync.watch import Debouncer, DirectoryWatcher
 
+if TYPE_CHECKING:
+    from gitsync.api_sync import ApiSyncer
+    from gitsync.ha import Elector
+
 log = logging.getLogger("gitsync.agent")
 
 class Agent:
     """Each cycle (`run_once`): recover, capture, flush, pull, record. Pushing before pulling means the pull
     that follows already brings git's version of what was just saved."""
 
-    def __init__(self, settings: Settings, syncer: Syncer, metrics: Metrics | None = None,
-                 pushback: PushBack | None = None) -> None:
+    def __init__(self, settings: Settings, syncer: Syncer | ApiSyncer, metrics: Metrics | None = None,
+                 pushback: PushBack | None = None, elector: Elector | None = None) -> None:
         self.settings = settings
         self.syncer = syncer
+        #: High availability: only the replica holding the lease runs cycles; the others stand by.
+        self.elector = elector
         self.metrics = metrics or Metrics()
         self.pushback = pushback
         self._watcher: DirectoryWatcher | None = None
@@ -68,7 +74,10 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         log.info("starting: %s", self.settings.describe())
+        if self.elector is not None:
+            self.elector.start()
         if self.pushback is not None:  # watching before the first cycle: its full scan misses nothing
+            assert isinstance(self.syncer, Syncer), "push-back needs a directory target"
             self._debouncer = Debouncer(self.settings.push_debounce, lambda: self.request_sync("local change"))
             self._dirty = DirtySet()
             self._watcher = DirectoryWatcher(self.syncer.target.directory, self._debouncer.poke, dirty=self._dirty)
@@ -90,6 +99,8 @@ class Agent:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
         self._worker.join(timeout)
+        if self.elector is not None:
+            self.elector.stop()  # hands the lease over at once: a follower need not wait for the TTL
         if self._server is not None:
             self._server.stop()
         self.syncer.close()
@@ -136,7 +147,10 @@ class Agent:
                  self._server.port)
 
     def status(self) -> dict[str, Any]:
-        return status_report(self.settings, self.syncer.state)
+        report = status_report(self.settings, self.syncer.state)
+        if self.elector is not None:
+            report["ha"] = self.elector.status()
+        return report
 
     def status_page(self) -> str:
         from gitsync.outbox import Outbox
@@ -156,6 +170,8 @@ class Agent:
     def is_ready(self) -> bool:
         """Ready whenever the job directory holds a good commit: after a restart while the branch head is
         broken, Farm's definitions are still the last good ones, so readiness must not drop."""
+        if self.elector is not None and not self.elector.is_leader:
+            return True  # a follower is ready: it serves, and takes over when the leader goes
         return self.syncer.state.get("applied_commit") is not None
 
     def health(self) -> tuple[bool, str]:
@@ -186,6 +202,10 @@ class Agent:
         """One cycle, each step in its own error boundary: a step that fails is recorded and the next one
         still runs, so definitions keep arriving from git whatever push-back runs into."""
         log.debug("cycle requested by %s", reason)
+        if self.elector is not None:
+            self.metrics.ha_leader.set(1 if self.elector.is_leader else 0)
+            if not self.elector.is_leader:
+                return self._stand_by()
         wall, applied = time.time(), self.syncer.state.get("applied_commit")
         steps = Steps(seen=self._tracebacks_logged)
         result = SyncResult("error", applied=applied, message="the pull did not run")
@@ -196,6 +216,7 @@ class Agent:
             with steps.step("recover"):  # before anything looks at the directory: an interrupted apply is ours
                 self.syncer.recover()
             if self.pushback is not None:
+                assert isinstance(self.syncer, Syncer)
                 with steps.step("capture"):  # stable local changes -> outbox
                     capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
                             self.settings.sync_max_delete_share, names=local)
@@ -229,6 +250,16 @@ class Agent:
         if self._watcher is not None and not self._watcher.settle():
             self._dirty.everything()
         return self._dirty.take()
+
+    def _stand_by(self) -> SyncResult:
+        """A follower's cycle: nothing. It is ready (it serves, and takes over when the leader goes)."""
+        result = SyncResult("noop", message="standing by: another replica holds the HA lease")
+        self.last_result = result
+        self.ready.set()
+        with self._done:
+            self.syncs_done += 1
+            self._done.notify_all()
+        return result
 
     def _push_retry_due(self) -> bool:
         """Push retries keep their own timer: with `sync.interval = 600` a retry due in 2 s still runs in 2 s."""
@@ -280,6 +311,8 @@ class Agent:
 
 def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
     """The agent with push-back wired in (every push mode uses it; `off` reverts instead of committing)."""
+    if settings.target_kind == "jobs-api":
+        return _build_api_agent(settings, metrics)
     syncer = Syncer.from_settings(settings)
     outbox = Outbox(syncer.state)
     forge = None
@@ -301,4 +334,30 @@ def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
     agent = Agent(settings, syncer, metrics, pushback)
     if settings.sync_commit_status and forge is not None:
         agent.status_poster = StatusPoster(forge, syncer.state, settings.target_directory)
+    return agent
+
+
+def _build_api_agent(settings: Settings, metrics: Metrics | None) -> Agent:
+    """A jobs-api target: pull only (push-back through `/load` polling is not implemented yet), optionally
+    one of several replicas behind a Redis lease."""
+    from gitsync.api_sync import ApiSyncer
+
+    syncer = ApiSyncer.from_settings(settings)
+    if settings.push_mode != "off":
+        log.warning("push-back from a jobs-api target is not implemented yet: definitions changed through the "
+                    "jobs service's /save stay there and are reported as drift")
+    elector = None
+    if settings.ha_redis_url:
+        from gitsync.ha import Elector, Lease
+        from gitsync.secrets import Secret
+
+        try:
+            elector = Elector(Lease(Secret(settings.ha_redis_url), key=settings.ha_key, ttl=settings.ha_lease_ttl))
+        except BaseException:
+            syncer.close()
+            raise
+        syncer.guard = elector.check  # right before every /save and /remove
+    agent = Agent(settings, syncer, metrics, None, elector)
+    if elector is not None:
+        elector.on_change = lambda leading: agent.request_sync("became leader") if leading else None
     return agent

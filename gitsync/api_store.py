@@ -8,7 +8,14 @@ row is harmless too: a definition that already matches git is adopted, one alrea
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
 from gitsync.api_plan import Applied
+from gitsync.errors import TargetError
+from gitsync.secrets import Secret, redact_text, redact_url
 from gitsync.state import State
 
 _SCHEMA = """
@@ -45,3 +52,64 @@ class ApiRecord:
     def forget(self, name: str) -> None:
         with self.state.transaction() as db:
             db.execute("DELETE FROM api_applied WHERE target = ? AND name = ?", (self.target, name))
+
+
+class Record(Protocol):
+    """Where a jobs-api target keeps what gitsync put on the service."""
+
+    def applied(self) -> dict[str, Applied]: ...
+
+    def count(self) -> int: ...
+
+    def saved(self, name: str, applied: Applied) -> None: ...
+
+    def forget(self, name: str) -> None: ...
+
+
+class SharedRecord:
+    """The record in Redis, shared by HA replicas: a replica taking over knows what its predecessor saved,
+    so it neither mistakes those definitions for foreign ones nor saves them a second time. Each write
+    also goes to the local database, so `gitsync status` of any replica can count them."""
+
+    def __init__(self, local: ApiRecord, redis_url: Secret, key: str) -> None:
+        import redis
+
+        self.local = local
+        self.key = f"{key}:applied:{local.target}"
+        self._url = redis_url
+        self._client = redis.Redis.from_url(redis_url.reveal(), socket_timeout=5, socket_connect_timeout=5)
+
+    def applied(self) -> dict[str, Applied]:
+        rows = self._call(lambda: self._client.hgetall(self.key))
+        found: dict[str, Applied] = {}
+        for name, value in rows.items():
+            try:
+                path, fp = json.loads(value)
+            except (ValueError, TypeError):
+                continue  # a damaged row is treated as unknown: the plan adopts or reports that definition
+            found[name.decode() if isinstance(name, bytes) else str(name)] = Applied(str(path), str(fp))
+        return found
+
+    def count(self) -> int:
+        return int(self._call(lambda: self._client.hlen(self.key)))
+
+    def saved(self, name: str, applied: Applied) -> None:
+        self._call(lambda: self._client.hset(self.key, name, json.dumps([applied.repo_path, applied.fingerprint])))
+        self.local.saved(name, applied)
+
+    def forget(self, name: str) -> None:
+        self._call(lambda: self._client.hdel(self.key, name))
+        self.local.forget(name)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, operation: Callable[[], Any]) -> Any:
+        import redis
+
+        try:
+            return operation()
+        except redis.RedisError as exc:
+            password = urlsplit(self._url.reveal()).password or ""
+            raise TargetError(f"HA record at {redact_url(self._url.reveal())}: "
+                              f"{redact_text(str(exc), self._url, password)}") from None

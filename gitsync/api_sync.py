@@ -18,7 +18,8 @@ from gitsync import defset
 from gitsync.api_plan import Wanted, wanted_from_kit
 from gitsync.api_target import ApiTarget
 from gitsync.config import Settings
-from gitsync.errors import ConfigError, GitError, GitsyncError
+from gitsync.cycle import StepFailure, Steps
+from gitsync.errors import ConfigError, GitsyncError
 from gitsync.gitrepo import GitMirror
 from gitsync.jobs_api import JobsApiClient
 from gitsync.kit import check_kit
@@ -73,7 +74,7 @@ class ApiSyncer:
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiSyncer:
         """The syncer `gitsync sync`, `plan` and `run` use for `target.kind = "jobs-api"`."""
-        from gitsync.api_store import ApiRecord
+        from gitsync.api_store import ApiRecord, Record, SharedRecord
         from gitsync.credentials import credentials_from
         from gitsync.state import StateLock
         from gitsync.sync import _normalise_url
@@ -91,8 +92,10 @@ class ApiSyncer:
                                credentials=credentials_from(settings), timeout=settings.sync_timeout,
                                depth=settings.repo_fetch_depth)
             client = JobsApiClient(settings.target_url, api_key_reader(settings), timeout=settings.target_timeout)
-            target = ApiTarget("default", client, ApiRecord(state, "default"),
-                               prune="all" if settings.target_prune == "all" else "owned")
+            record: Record = ApiRecord(state, "default")
+            if settings.ha_redis_url:  # replicas share what they saved, so a successor neither re-saves nor balks
+                record = SharedRecord(ApiRecord(state, "default"), Secret(settings.ha_redis_url), settings.ha_key)
+            target = ApiTarget("default", client, record, prune="all" if settings.target_prune == "all" else "owned")
             syncer = cls(settings, state, mirror, target)
         except BaseException:
             lock.release()
@@ -102,6 +105,9 @@ class ApiSyncer:
 
     def close(self) -> None:
         self.target.client.close()
+        close_record = getattr(self.target.record, "close", None)
+        if close_record is not None:
+            close_record()
         self.mirror.close()
         self.state.close()
         if self._lock is not None:
@@ -153,19 +159,29 @@ class ApiSyncer:
                               {n: Wanted(path, w.definition, w.fingerprint) for n, w in cached.wanted.items()})
         return cached
 
-    # -- syncing --------------------------------------------------------------------------------------
+    # -- syncing (the same steps as sync.Syncer, so the agent's cycle drives either) -------------------
     def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
-        started, wall = time.monotonic(), time.time()
+        """One cycle without push-back (`gitsync sync --once`): pull, record."""
+        wall, applied, steps = time.time(), self.state.get("applied_commit"), Steps()
+        result = SyncResult("error", applied=applied, message="the pull did not run")
+        with steps.step("pull"):
+            result = self.pull(force=force, allow_mass_delete=allow_mass_delete)
+        self.record(result, wall, previous=applied, failures=steps.failures)
+        return result
+
+    def recover(self) -> None:
+        """Nothing to finish: an apply cut short is completed by the next plan, which starts from `/load` and
+        the per-call record (see api_store.py)."""
+
+    def pull(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+        started = time.monotonic()
         applied = self.state.get("applied_commit")
         try:
             head = self.mirror.fetch()
             result = self._apply(head, applied, force=force, allow_mass_delete=allow_mass_delete)
-        except (GitError, ConfigError) as exc:
-            result = SyncResult("error", applied=applied, message=str(exc))
-        except GitsyncError as exc:  # the jobs service: down, wrong key, refused a definition
+        except GitsyncError as exc:  # git, or the jobs service: down, wrong key, refused a definition
             result = SyncResult("error", applied=applied, message=str(exc))
         result.duration = time.monotonic() - started
-        self._record(result, wall, previous=applied)
         return result
 
     def _apply(self, head: str, applied: str | None, *, force: bool, allow_mass_delete: bool) -> SyncResult:
@@ -199,17 +215,25 @@ class ApiSyncer:
                                                     else "noop")
         return result
 
-    def _record(self, r: SyncResult, wall: float, previous: str | None) -> None:
+    def record(self, r: SyncResult, wall: float, previous: str | None,
+               failures: list[StepFailure] | tuple[StepFailure, ...] = ()) -> None:
+        """What the operator sees in status, history and one log line; any failed step fails the cycle."""
+        r.failures = list(failures)
+        if r.failures and r.ok:
+            r.pulled, r.result = r.result, "error"
+        r.message = "; ".join([*(f.format() for f in r.failures), *([r.message] if r.message else [])])
         meta: dict[str, object] = {
-            "last_attempt_at": wall, "last_result": r.result, "last_message": r.message, "head_commit": r.head,
+            "last_attempt_at": wall, "last_result": r.result, "last_message": r.message,
+            "failing_steps": {f.step: f.message for f in r.failures},
+            "head_commit": r.head or self.state.get("head_commit"),
             "consecutive_failures": 0 if r.ok else int(self.state.get("consecutive_failures", 0)) + 1}
         if r.head is not None:
             meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings])
         if r.ok:
             meta["last_success_at"] = wall
-            if r.result != "noop" or self.state.get("applied_at") is None:
-                meta["applied_at"] = wall
-                meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
+        if r.applied_now or (r.ok and self.state.get("applied_at") is None):
+            meta["applied_at"] = wall
+            meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
         self.state.set(**meta)
         if r.result != "noop":
             self.state.add_history(HistoryRow(wall, r.duration, previous, r.head, r.result, len(r.written),

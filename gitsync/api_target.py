@@ -21,7 +21,7 @@ from gitsync.api_plan import (
     mass_remove_refusal,
     plan_api,
 )
-from gitsync.api_store import ApiRecord
+from gitsync.api_store import Record
 from gitsync.errors import GitsyncError
 from gitsync.jobs_api import JobsApiClient
 
@@ -51,7 +51,7 @@ class ApiOutcome:
 class ApiTarget:
     """One jobs service reached through its HTTP API, and gitsync's record of what it put there."""
 
-    def __init__(self, name: str, client: JobsApiClient, record: ApiRecord, *, prune: Prune = "owned") -> None:
+    def __init__(self, name: str, client: JobsApiClient, record: Record, *, prune: Prune = "owned") -> None:
         self.name = name
         self.client = client
         self.record = record

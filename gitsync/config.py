@@ -308,6 +308,9 @@ def _check_consistency(s: Settings) -> None:
     if s.target_kind == "jobs-api" and s.target_url and not s.target_url.startswith(("http://", "https://")):
         raise ConfigError(f"target.url must be an http:// or https:// URL of the jobs service, got "
                           f"{redact_url(s.target_url)!r}")
+    if s.ha_redis_url and s.target_kind != "jobs-api":
+        raise ConfigError("ha.redis_url needs target.kind = jobs-api: replicas share what they saved through Redis; "
+                          "a directory target is served by one replica (its state directory holds the manifest)")
     if s.ha_redis_url and not s.ha_redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("ha.redis_url must be a redis://, rediss:// or unix:// URL, got "
                           f"{redact_url(s.ha_redis_url)!r}")

@@ -128,7 +128,7 @@ class Elector:
     def __init__(self, lease: Lease, *, on_change: Callable[[bool], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.lease = lease
-        self._on_change = on_change
+        self.on_change = on_change
         self._clock = clock
         self._valid_until = 0.0
         self._leader = False
@@ -215,5 +215,5 @@ class Elector:
                          self.lease.key, self.lease.shown_url)
             else:
                 log.warning("this replica (%s) is no longer the leader; standing by", self.lease.identity)
-            if self._on_change is not None:
-                self._on_change(leader)
+            if self.on_change is not None:
+                self.on_change(leader)
