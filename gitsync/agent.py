@@ -43,6 +43,8 @@ class Agent:
         #: High availability: only the replica holding the lease runs cycles; the others stand by.
         self.elector = elector
         self.metrics = metrics or Metrics()
+        if elector is not None:
+            self.metrics.add_ha()
         self.pushback = pushback
         self._watcher: DirectoryWatcher | None = None
         self._dirty: DirtySet | None = None  # what the watcher saw change; None: no watcher, scan everything

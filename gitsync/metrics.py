@@ -37,5 +37,9 @@ class Metrics:
                                 "unauthorized, too_large, bad_payload, error)", ["result"], registry=self.registry)
         self.commit = Info("gitsync_commit", "The applied commit and the branch head", registry=self.registry)
         self.commit.info({"applied": "", "head": ""})
-        self.ha_leader = Gauge("gitsync_ha_leader", "1 while this replica holds the HA lease (only with ha.redis_url)",
+
+    def add_ha(self) -> Gauge:
+        """Declared only with ha.redis_url, so a single replica exports no gauge that never moves."""
+        self.ha_leader = Gauge("gitsync_ha_leader", "1 while this replica holds the HA lease",
                                registry=self.registry)
+        return self.ha_leader

@@ -74,6 +74,10 @@ def test_a_follower_is_ready_but_idle_and_a_leader_that_lost_its_lease_saves_not
     status = httpx.get(f"http://127.0.0.1:{follower.server_port}/status", trust_env=False).json()
     assert status["ha"]["role"] == "follower" and status["ha"]["leader"] == leader.status()["ha"]["replica"]
     assert status["last_result"] is None  # it never synced: idle
+    metrics = {port: httpx.get(f"http://127.0.0.1:{port}/metrics", trust_env=False).text
+               for port in (leader.server_port, follower.server_port)}
+    assert "gitsync_ha_leader 1.0" in metrics[leader.server_port]
+    assert "gitsync_ha_leader 0.0" in metrics[follower.server_port]
     assert httpx.get(f"http://127.0.0.1:{follower.server_port}/readyz", trust_env=False).status_code == 200
 
     # The leader is paused past its TTL, and another replica took the lease meanwhile.
