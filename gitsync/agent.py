@@ -213,7 +213,8 @@ class Agent:
         result = SyncResult("error", applied=applied, message="the pull did not run")
         self._cycle_started = time.monotonic()
         local = self._local_changes()  # only these target files are looked at (None: all of them)
-        self.syncer.dirty = lambda: local
+        if isinstance(self.syncer, Syncer):
+            self.syncer.dirty = lambda: local
         try:
             with steps.step("recover"):  # before anything looks at the directory: an interrupted apply is ours
                 self.syncer.recover()
