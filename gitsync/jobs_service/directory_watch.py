@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
+from queue import Empty, SimpleQueue
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -25,26 +28,24 @@ from gitsync.jobs_service.store import RescanAborted
 log = logging.getLogger(__name__)
 
 FileCallback = Callable[[str], None]
+_HANDLED = frozenset({"created", "modified", "deleted"})
 
 
 class _KitFileEvents(FileSystemEventHandler):
-    """Farm's handler: created, modified and deleted ``*.kit`` files (any case); never moves, never folders."""
+    """Farm's handler: created, modified and deleted ``*.kit`` files (any case); never moves, never folders.
 
-    def __init__(self, on_created: FileCallback, on_modified: FileCallback, on_deleted: FileCallback) -> None:
-        self._callbacks = {"created": on_created, "modified": on_modified, "deleted": on_deleted}
+    It only queues the event: watchdog calls handlers under its observer lock, and a handler that waited
+    for the store (busy in a rescan that is adding a watch, which needs that lock) would deadlock. Farm's
+    handler likewise only schedules a coroutine on its event loop.
+    """
+
+    def __init__(self, queue: SimpleQueue[tuple[str, str] | None]) -> None:
+        self._queue = queue
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        callback = self._callbacks.get(event.event_type)
         path = _as_str(event.src_path)
-        if callback is None or event.is_directory or not fnmatch.fnmatch(path.lower(), "*.kit"):
-            return
-        try:
-            callback(path)
-        except RescanAborted as exc:
-            # In Farm the exception ends an un-awaited future and is never reported; log it at least.
-            log.warning("Reloading %s after a file event failed: %s", path, exc)
-        except Exception:
-            log.exception("Handling a file event for %s failed", path)
+        if event.event_type in _HANDLED and not event.is_directory and fnmatch.fnmatch(path.lower(), "*.kit"):
+            self._queue.put((event.event_type, path))
 
 
 class DirectoryWatch:
@@ -55,7 +56,9 @@ class DirectoryWatch:
         self._rescan = rescan
         self._interval = interval
         self._use_events = use_events
-        self._handler = _KitFileEvents(on_created, on_modified, on_deleted)
+        self._callbacks = {"created": on_created, "modified": on_modified, "deleted": on_deleted}
+        self._events: SimpleQueue[tuple[str, str] | None] = SimpleQueue()
+        self._handler = _KitFileEvents(self._events)
         self._stopping = threading.Event()
         self._observer: BaseObserver | None = None
         self._watches: dict[str, ObservedWatch] = {}
@@ -89,6 +92,7 @@ class DirectoryWatch:
     def stop(self) -> None:
         """Stop the worker and the observer and wait for both; safe to call twice."""
         self._stopping.set()
+        self._events.put(None)  # wakes the worker
         if self._worker is not None:
             self._worker.join(timeout=10)
             self._worker = None
@@ -101,14 +105,29 @@ class DirectoryWatch:
                 self._watches.clear()
 
     def _run(self) -> None:
-        # Farm's _fetch_from_local: sleep first, then rescan forever, logging a failure and going on.
-        while not self._stopping.wait(self._interval):
+        # Farm's _fetch_from_local: sleep first, then rescan forever, logging a failure and going on; file events
+        # are handled in between, in the order they happened.
+        next_rescan = time.monotonic() + self._interval
+        while not self._stopping.is_set():
             try:
-                self._rescan()
-            except RescanAborted as exc:
-                log.error("Failed to load local job definitions: %s", exc)
-            except Exception:
-                log.exception("Rescan of the job directories failed")
+                item = self._events.get(timeout=max(0.0, next_rescan - time.monotonic()))
+            except Empty:
+                self._guarded(self._rescan, "Rescan of the job directories failed")
+                next_rescan = time.monotonic() + self._interval
+                continue
+            if item is not None:
+                kind, path = item
+                handle = functools.partial(self._callbacks[kind], path)
+                self._guarded(handle, f"Handling a file event for {path} failed")
+
+    @staticmethod
+    def _guarded(work: Callable[[], None], what: str) -> None:
+        try:
+            work()
+        except RescanAborted as exc:
+            log.error("Failed to load local job definitions: %s", exc)
+        except Exception:
+            log.exception(what)
 
 
 def _as_str(path: str | bytes) -> str:

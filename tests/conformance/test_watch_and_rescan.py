@@ -126,3 +126,24 @@ def test_stop_ends_the_rescan_thread(make_store: Callable[..., DirectoryJobStore
     store.stop()
     store.stop()  # twice is fine
     assert rescan_threads() == before
+
+
+def test_a_file_event_never_waits_for_the_store(
+        make_store: Callable[..., DirectoryJobStore], save_location: Path, poll: Callable[..., Any]) -> None:
+    # watchdog calls handlers under its observer lock; a rescan adding a watch holds the store lock and needs
+    # the observer lock. A handler waiting for the store would deadlock the two, so it only queues the event.
+    from watchdog.events import FileCreatedEvent
+
+    store = make_store(rescan_interval=3600)
+    store.load()
+    handler = store._watch._handler  # the handler watchdog calls
+    path = save_location / "queued.kit"
+    path.write_text(kit("queued"))
+
+    with store._lock:  # what a rescan holds
+        caller = threading.Thread(target=handler.dispatch, args=(FileCreatedEvent(str(path)),))
+        caller.start()
+        caller.join(timeout=10)
+        assert not caller.is_alive(), "the event handler blocked on the store"
+
+    poll(lambda: "queued" in store.snapshot(), what="the queued event to be handled")
