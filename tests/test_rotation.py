@@ -5,9 +5,12 @@ the old value would now be refused, so only a re-read can succeed."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pull_helpers import isolate, kit, kit_files, work_dir
 
@@ -92,3 +95,29 @@ def test_a_forge_token_rotated_between_two_calls_is_used(tmp_path: Path) -> None
         forge.set_commit_status("a" * 40, "success", "applied")
         assert standin.statuses("a" * 40)[0]["state"] == "success"
         assert all(r.headers.get("authorization") == f"Bearer {NEW}" for r in standin.requests[1:])
+
+
+def test_a_rotated_webhook_secret_is_used_for_the_next_delivery(sample_remote: RemoteRepo, tmp_path: Path) -> None:
+    secret = tmp_path / "webhook-secret"
+    rotate(secret, OLD)
+    settings = load_settings(None, {
+        "repo.url": sample_remote.url, "repo.path": "jobs", "target.directory": str(tmp_path / "defs"),
+        "state.dir": str(tmp_path / "state"), "server.listen": "127.0.0.1:0", "sync.interval": 3600.0,
+        "server.webhook_secret_file": str(secret)}, environ={})
+    agent = build_agent(settings)
+    agent.start()
+    try:
+        hook = f"http://127.0.0.1:{agent.server_port}/webhook"
+        body = b'{"ref": "refs/heads/main"}'
+
+        def deliver(key: str) -> int:
+            signature = "sha256=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+            with httpx.Client(trust_env=False, timeout=10) as http:
+                return http.post(hook, content=body, headers={"X-GitHub-Event": "push",
+                                                              "X-Hub-Signature-256": signature}).status_code
+
+        assert deliver(OLD) == 202
+        rotate(secret, NEW)
+        assert (deliver(OLD), deliver(NEW)) == (401, 202)
+    finally:
+        agent.stop()
