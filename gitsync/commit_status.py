@@ -12,6 +12,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
+from gitsync.config import Settings
 from gitsync.errors import GitsyncError
 from gitsync.forge import Forge, StatusState
 from gitsync.state import State
@@ -67,3 +68,15 @@ class StatusPoster:
             return
         self.state.set(forge_status_posted=key, forge_status_error="")
         log.info("forge status %s on %s", status.state, status.sha[:12])
+
+
+def make_poster(settings: Settings, state: State) -> StatusPoster | None:
+    """The poster `sync.commit_status` asks for (None when it is off), for the agent and `sync --once`."""
+    if not settings.sync_commit_status:
+        return None
+    from gitsync.forge import make_forge, token_reader
+
+    token = token_reader(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
+    forge = make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
+                       settings.push_forge_repository, token)
+    return StatusPoster(forge, state, settings.target_directory or settings.target_url)

@@ -326,3 +326,24 @@ def test_each_apply_and_refusal_posts_a_commit_status(start_agent: StartAgent, s
         assert agent.wait_for_syncs(agent.syncs_done + 1, timeout=30)
         assert len(standin.statuses(bad)) == 1, "a status is posted once per commit, not every cycle"
     assert os.environ.get("GITSYNC_SYNC_COMMIT_STATUS") is None
+
+
+def test_sync_once_posts_the_commit_status_too(sample_remote: RemoteRepo, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pull_helpers import gitsync
+
+    standin = GitHubStandin("forge-t0ken", "acme/jobs")
+    token = tmp_path / "forge-token"
+    token.write_text("forge-t0ken\n")
+    bad = sample_remote.commit({"jobs/hello-world.kit": BROKEN}, "broken")
+    args = ("sync", "--once", "--repo", sample_remote.url, "--path", "jobs", "--target", str(tmp_path / "defs"),
+            "--state-dir", str(tmp_path / "state"))
+    with RunningStandin(standin.app) as forge:
+        assert gitsync(capsys, *args).code != 0
+        assert standin.statuses(bad) == []  # off by default
+        for name, value in (("SYNC_COMMIT_STATUS", "true"), ("PUSH_FORGE_API_URL", forge.url),
+                            ("PUSH_FORGE_REPOSITORY", "acme/jobs"), ("PUSH_FORGE_TOKEN_FILE", str(token))):
+            monkeypatch.setenv(f"GITSYNC_{name}", value)
+        assert gitsync(capsys, *args).code != 0
+        assert [s["state"] for s in standin.statuses(bad)] == ["failure"]

@@ -42,6 +42,11 @@ def run_sync(args: argparse.Namespace) -> int:
         syncer = Syncer.from_settings(settings)
     try:
         result = syncer.sync(force=args.force, allow_mass_delete=args.allow_mass_delete)
+        from gitsync.commit_status import make_poster
+
+        poster = make_poster(settings, syncer.state)
+        if poster is not None:  # the CronJob reports to the pull request too
+            poster.after_sync(result)
     finally:
         syncer.close()
     for problem in result.problems:
