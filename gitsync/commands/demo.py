@@ -22,8 +22,10 @@ from typing import Any
 
 from gitsync.errors import GitsyncError
 
-#: A clone (editable install) has sample-repo/ beside the package; an installed copy looks in the cwd.
-_SAMPLE_CANDIDATES = (Path(__file__).resolve().parents[2] / "sample-repo", Path.cwd() / "sample-repo")
+#: The sample definitions ship inside the package (gitsync/data/sample-repo, a link to the repository's
+#: sample-repo/ that the wheel build resolves), so a non-editable install finds them too.
+_SAMPLE_CANDIDATES = (Path(__file__).resolve().parents[1] / "data" / "sample-repo",
+                      Path(__file__).resolve().parents[2] / "sample-repo", Path.cwd() / "sample-repo")
 SAMPLE_REPO = next((p for p in _SAMPLE_CANDIDATES if (p / "jobs").is_dir()), _SAMPLE_CANDIDATES[0])
 
 
@@ -85,9 +87,13 @@ class Demo:
         from gitsync.testing.repos import RemoteRepo
 
         say(f"gitsync demo — workspace {self.workspace}\n")
-        remote = RemoteRepo(self.workspace / "definitions-repo")
-        remote.seed_from(SAMPLE_REPO, "Import the sample job definitions")
-        say(f"1. A git repository of job definitions: {remote.bare} (seeded from sample-repo/)")
+        if (self.workspace / "definitions-repo" / "remote.git").is_dir():  # a re-run: carry on where it was
+            remote = RemoteRepo.existing(self.workspace / "definitions-repo")
+            say(f"1. The git repository of job definitions from the last run: {remote.bare}")
+        else:
+            remote = RemoteRepo(self.workspace / "definitions-repo")
+            remote.seed_from(SAMPLE_REPO, "Import the sample job definitions")
+            say(f"1. A git repository of job definitions: {remote.bare} (seeded from sample-repo/)")
         jobs = self._start_jobs_service()
         agent = self._start_agent(remote)
         self._wait(lambda: agent.syncs_done >= 1, "the first sync")
@@ -103,10 +109,13 @@ class Demo:
         self._wait(lambda: "demo-echo" in self._load(jobs), "demo-echo in /load")
         say(f"   demo-echo is in /load {time.monotonic() - started:.1f} s after the push (webhook-triggered sync)")
 
-        say("\n5. jobs service -> git: an operator changes hello-world through POST /save")
+        self._refuse_a_broken_commit(remote, agent, jobs)
+
+        say("\n6. jobs service -> git: an operator changes hello-world through POST /save")
         # /load shows unset fields as null, but Farm's /save model refuses an explicit null (422): drop them.
         hello = {k: v for k, v in self._load(jobs)["hello-world"].items() if v is not None}
-        hello["args"] = ["Hello from the demo: saved through jobs/save"]
+        run = len([s for s in remote.log() if s == "Update hello-world from jobs/save"])
+        hello["args"] = ["Hello from the demo: saved through jobs/save" + (f" (run {run + 1})" if run else "")]
         before = len(remote.log())
         started = time.monotonic()
         answer = self.http.post(f"{jobs}/save", json=hello, headers={"X-API-KEY": self.api_key})
@@ -123,8 +132,38 @@ class Demo:
             f"  job directory  {self.workspace / 'job-definitions'}\n"
             f"  git remote     {remote.bare}\n  a clone        {remote.work}  (commit + `git push` to sync)\n"
             f"  agent          http://127.0.0.1:{agent.server_port}/status  /metrics  POST /webhook\n"
+            f"  status page    http://127.0.0.1:{agent.server_port}/\n"
             f"  status         gitsync status --state-dir {self.workspace / 'state'} "
             f"--target {self.workspace / 'job-definitions'}")
+        say("\nTry a save yourself (paste into a shell; it becomes a commit a moment later):\n")
+        say(save_curl(jobs, self.api_key))
+
+    def _refuse_a_broken_commit(self, remote: Any, agent: Any, jobs: str) -> None:
+        say("\n5. A broken commit is refused: someone pushes a definition with an unterminated string")
+        good = self._load(jobs)["usd-render"]
+        before = remote.head()
+        sync_log = logging.getLogger("gitsync.sync")
+        level = sync_log.level
+        sync_log.setLevel(logging.CRITICAL)  # the narration below says it once, in plain words
+        try:
+            remote.commit({"jobs/render/usd-render.kit": _BROKEN_JOB}, "Break usd-render (on purpose, by the demo)")
+            self._webhook(agent.server_port)
+            self._wait(lambda: agent.status().get("head_commit") == remote.head()
+                       and agent.status().get("last_result") == "invalid", "the broken commit to be refused")
+        finally:
+            sync_log.setLevel(level)
+        status = agent.status()
+        first = next((p for p in status["problems"] if p["severity"] == "error"), None)
+        if first is not None:
+            say(f"   refused: {first['path']}:{first['line']}: {first['message']}")
+        served = "unchanged" if self._load(jobs)["usd-render"] == good else "CHANGED (this is a bug)"
+        say(f"   nothing was applied: {status['applied_commit'][:12]} stays in place, /load serves usd-render "
+            f"{served}, /readyz stays ready and the status page shows the error")
+        remote.revert_head()
+        self._webhook(agent.server_port)
+        self._wait(lambda: agent.status().get("last_result") in ("synced", "noop")
+                   and agent.status().get("head_commit") == remote.head(), "the revert to be applied")
+        say(f"   `git revert` of the bad commit (back to the content of {before[:12]}) syncs like any other commit")
 
     def _start_jobs_service(self) -> str:
         from gitsync.jobs_service.config import JobsServiceConfig
@@ -149,7 +188,8 @@ class Demo:
         body = b'{"ref": "refs/heads/main"}'
         signature = "sha256=" + hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
         self.http.post(f"http://127.0.0.1:{port}/webhook", content=body,
-                       headers={"X-Hub-Signature-256": signature, "Content-Type": "application/json"})
+                       headers={"X-Hub-Signature-256": signature, "X-GitHub-Event": "push",
+                                "Content-Type": "application/json"})
 
     def _start_agent(self, remote: Any) -> Any:
         from gitsync.agent import build_agent
@@ -183,9 +223,26 @@ class Demo:
             time.sleep(0.1)
 
 
+def save_curl(jobs: str, api_key: str) -> str:
+    """A ready-to-paste `curl` that saves a new definition through the jobs service's /save."""
+    import json
+
+    body = json.dumps({"name": "my-first-job", "job_type": "base", "command": "/bin/echo",
+                       "args": ["saved with curl"]})
+    return (f"  curl -sS -X POST '{jobs}/save' \\\n    -H 'X-API-KEY: {api_key}' -H 'Content-Type: application/json' "
+            f"\\\n    -d '{body}'")
+
+
 def _indent(text: str) -> str:
     return "\n".join("     " + line for line in text.splitlines())
 
+
+_BROKEN_JOB = """\
+[job.usd-render]
+name = "usd-render"
+job_type = "kit-service"
+command = "/opt/nvidia/omniverse/kit/kit
+"""
 
 _DEMO_JOB = """\
 # demo-echo: added by `gitsync demo` to show a commit reaching the jobs service.

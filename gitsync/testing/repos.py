@@ -28,6 +28,23 @@ class RemoteRepo:
         git("clone", "--quiet", str(self.bare), str(self.work))
         git("checkout", "--quiet", "-B", branch, cwd=self.work)
 
+    @classmethod
+    def existing(cls, root: Path, branch: str = "main") -> RemoteRepo:
+        """The remote and work clone an earlier `RemoteRepo(root)` made (the demo re-run on its workspace)."""
+        repo = cls.__new__(cls)
+        repo.root, repo.branch = root, branch
+        repo.bare, repo.work = root / "remote.git", root / "work"
+        git("fetch", "--quiet", "origin", cwd=repo.work)
+        git("reset", "--quiet", "--hard", f"origin/{branch}", cwd=repo.work)
+        return repo
+
+    def revert_head(self) -> str:
+        """`git revert` the newest commit and push; returns the revert's id."""
+        self.pull()
+        git("revert", "--no-edit", "HEAD", cwd=self.work)
+        self.push()
+        return self.head()
+
     @property
     def url(self) -> str:
         return str(self.bare)
