@@ -146,12 +146,15 @@ class Demo:
         level = sync_log.level
         sync_log.setLevel(logging.CRITICAL)  # the narration below says it once, in plain words
         try:
-            remote.commit({"jobs/render/usd-render.kit": _BROKEN_JOB}, "Break usd-render (on purpose, by the demo)")
-            self._webhook(agent.server_port)
-            self._wait(lambda: agent.status().get("head_commit") == remote.head()
-                       and agent.status().get("last_result") == "invalid", "the broken commit to be refused")
+            self._broken_then_reverted(remote, agent, jobs, good, before)
         finally:
             sync_log.setLevel(level)
+
+    def _broken_then_reverted(self, remote: Any, agent: Any, jobs: str, good: Any, before: str) -> None:
+        remote.commit({"jobs/render/usd-render.kit": _BROKEN_JOB}, "Break usd-render (on purpose, by the demo)")
+        self._webhook(agent.server_port)
+        self._wait(lambda: agent.status().get("head_commit") == remote.head()
+                   and agent.status().get("last_result") == "invalid", "the broken commit to be refused")
         status = agent.status()
         first = next((p for p in status["problems"] if p["severity"] == "error"), None)
         if first is not None:
@@ -163,6 +166,7 @@ class Demo:
         self._webhook(agent.server_port)
         self._wait(lambda: agent.status().get("last_result") in ("synced", "noop")
                    and agent.status().get("head_commit") == remote.head(), "the revert to be applied")
+        # The worker logs the refusal after recording it; the revert's cycle came later, so it is logged by now.
         say(f"   `git revert` of the bad commit (back to the content of {before[:12]}) syncs like any other commit")
 
     def _start_jobs_service(self) -> str:
