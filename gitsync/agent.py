@@ -58,7 +58,8 @@ class Agent:
         self._server: Any = None
         self.syncs_done = 0
         self._cycle_started: float | None = None  # monotonic start of the cycle in progress, for /healthz
-        self._conflicts_seen: int | None = None
+        #: Time of the newest conflict branch counted; those from before a start were counted by an earlier process.
+        self._conflicts_seen = _newest_conflict(syncer.state.get("conflicts", []))
         self.status_poster: StatusPoster | None = None
         self._done = threading.Condition()
         self._tracebacks_logged: set[str] = set()
@@ -224,11 +225,7 @@ class Agent:
                     capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
                             self.settings.sync_max_delete_share, names=local)
                 with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
-                    failures = int(self.syncer.state.get("push_failures", 0))
-                    if self.pushback.flush():
-                        self.metrics.pushes.labels("pushed").inc()
-                    elif int(self.syncer.state.get("push_failures", 0)) > failures:
-                        self.metrics.pushes.labels("failed").inc()
+                    self.pushback.flush()
             with steps.step("pull"):  # git -> directory, always
                 result = self.syncer.pull()
             with steps.step("record"):
@@ -301,15 +298,18 @@ class Agent:
                 for status in ("pending", "in_pr", "blocked"):
                     m.outbox_entries.labels(status).set(sum(e.status == status for e in entries))
                 m.outbox_oldest.set(time.time() - min(e.created for e in entries) if entries else 0)
-            conflicts = len(self.syncer.state.get("conflicts", []))
-            if self._conflicts_seen is not None and conflicts > self._conflicts_seen:
-                m.conflicts.inc(conflicts - self._conflicts_seen)
-            self._conflicts_seen = conflicts
-            m.conflict_branches.set(conflicts)
+            conflicts = self.syncer.state.get("conflicts", [])  # the latest 50, each with its time
+            m.conflicts.inc(sum(1 for c in conflicts if float(c.get("at", 0)) > self._conflicts_seen))
+            self._conflicts_seen = max(self._conflicts_seen, _newest_conflict(conflicts))
+            m.conflict_branches.set(len(conflicts))
             m.commit.info({"applied": self.syncer.state.get("applied_commit") or "",
                            "head": self.syncer.state.get("head_commit") or ""})
         for severity in ("error", "warning"):
             m.problems.labels(severity).set(sum(p.severity == severity for p in result.problems))
+
+
+def _newest_conflict(conflicts: list[dict[str, Any]]) -> float:
+    return max((float(c.get("at", 0)) for c in conflicts), default=0.0)
 
 
 def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
@@ -335,6 +335,7 @@ def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
                         forge=forge if settings.push_mode == "pull-request" else None)
     syncer.pending = outbox.held_targets
     agent = Agent(settings, syncer, metrics, pushback)
+    pushback.on_push = lambda result: agent.metrics.pushes.labels(result).inc()
     if settings.sync_commit_status and forge is not None:
         agent.status_poster = StatusPoster(forge, syncer.state, settings.target_directory)
     return agent

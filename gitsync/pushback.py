@@ -66,6 +66,19 @@ class PushBack:
         self.identity = Identity(settings.push_author_name, settings.push_author_email)
         self.committer = Identity(settings.push_committer_name or settings.push_author_name,
                                   settings.push_committer_email or settings.push_author_email)
+        #: Told the result of every push ("pushed", "rejected", "failed"), for the gitsync_pushes metric.
+        self.on_push: Callable[[str], None] = lambda result: None
+
+    def _push(self, sha: str, branch: str, *, force: bool = False) -> None:
+        try:
+            self.mirror.push(sha, branch, force=force)
+        except PushRejected:
+            self.on_push("rejected")
+            raise
+        except GitError:
+            self.on_push("failed")
+            raise
+        self.on_push("pushed")
 
     # -- entry point --------------------------------------------------------------------------------
     def flush(self) -> bool:
@@ -113,7 +126,7 @@ class PushBack:
             if files:
                 sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.committer)
                 try:
-                    self.mirror.push(sha, branch)
+                    self._push(sha, branch)
                 except PushRejected:
                     log.info("branch %s moved on while pushing; rebasing the local change(s)", branch)
                     continue
@@ -146,7 +159,7 @@ class PushBack:
         if files:
             branch = open_pr["branch"] if open_pr else f"gitsync/changes/{_stamp(self.clock())}"
             sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.committer)
-            self.mirror.push(sha, branch, force=True)
+            self._push(sha, branch, force=True)
             title = self._summary(steps)
             body = self._details(steps) + "\n\nOpened by gitsync; merging it makes the change permanent, " \
                 "closing it reverts the jobs service to git's version."
@@ -295,7 +308,7 @@ class PushBack:
                        f"version stays in the jobs service. Merge this branch to use the local one instead.\n\n"
                        f"Gitsync-Origin: {self._origin([step])}")
             sha = self.mirror.build_commit(head, {step.repo_path: text}, message, self.identity, self.committer)
-            self.mirror.push(sha, branch)
+            self._push(sha, branch)
             conflicts = list(self.state.get("conflicts", []))[-49:]
             conflicts.append({"branch": branch, "jobs": list(jobs), "at": self.clock()})
             self.state.set(conflicts=conflicts)
