@@ -96,7 +96,8 @@ class DirectoryTarget:
             return found
         with os.scandir(self.directory) as entries:
             for entry in entries:
-                if not is_definition_name(entry.name):
+                previous = known.get(entry.name)  # a name gitsync wrote or looked at passed the name rule then
+                if previous is None and not is_definition_name(entry.name):
                     continue
                 try:
                     st = entry.stat()
@@ -105,7 +106,6 @@ class DirectoryTarget:
                 if not entry.is_file():
                     continue
                 key = stat_key(st)
-                previous = known.get(entry.name)
                 if previous is not None and previous.stat == key:
                     found[entry.name] = Seen(previous.blob, key)
                     continue

@@ -117,6 +117,7 @@ class Bench:
     def start_agent(self) -> None:
         target, state = self.root / "agent-target", self.root / "agent-state"
         err = open(self.root / "agent.log", "wb")  # noqa: SIM115 - open for the agent's lifetime
+        started = time.perf_counter()
         self.agent = subprocess.Popen([*self.gitsync, "run", "--repo", self.url, "--path", "jobs", "--target",
                                        str(target), "--state-dir", str(state), "--interval", "3600",
                                        "--listen", "127.0.0.1:0"], stdout=err, stderr=err)
@@ -125,6 +126,9 @@ class Bench:
                      600, "the agent's HTTP port")
         self.gitsync_port = int(found.group(1))
         wait(lambda: self.http("GET", "/readyz")[0] == 200, 3600, "the agent's first sync")
+        took = time.perf_counter() - started
+        self.results.append(Result(f"`gitsync run` from scratch until ready ({self.files} files written, one run)",
+                                   f"{took:.1f} s", "", "", "", ""))
         log(f"agent ready on port {self.gitsync_port}: {len(os.listdir(target))} files")
 
     def http(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) \
@@ -161,7 +165,20 @@ class Bench:
                     proc.kill()
 
     # -- measurements ---------------------------------------------------------------------------------
+    def quiet(self) -> None:
+        """Until the agent has gone idle: the cycle its own last write triggers (a debounce later) is over."""
+        assert self.agent is not None
+        pid = self.agent.pid
+        time.sleep(1.2)
+        ticks = [cpu_ticks(pid)]
+
+        def settled() -> bool:
+            ticks.append(cpu_ticks(pid))
+            return len(ticks) > 2 and ticks[-1] == ticks[-3]
+        wait(settled, 60, "the agent to go quiet", 0.2)
+
     def agent_applies(self, trigger: Callable[[], None]) -> float:
+        self.quiet()
         rel, marker = self.commit_one()
         target = self.agent_target / os.path.basename(rel)
         started = time.perf_counter()
