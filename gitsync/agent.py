@@ -63,6 +63,7 @@ class Agent:
         self.status_poster: StatusPoster | None = None
         self._done = threading.Condition()
         self._tracebacks_logged: set[str] = set()
+        self._current_step = ""
 
     # -- triggers -----------------------------------------------------------------------------------
     def request_sync(self, reason: str) -> None:
@@ -91,8 +92,12 @@ class Agent:
         if self.settings.server_listen:
             self._start_server()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the step in progress, then stop everything."""
+    def stop(self, timeout: float = 25.0) -> bool:
+        """Finish the step in progress, then stop everything, within `timeout` seconds in total (Kubernetes
+        sends SIGKILL 30 s after SIGTERM). Returns False when the worker was still busy at the deadline: the
+        database and the mirror are then left open under it (closing them under a running step is what would
+        corrupt things; the process exiting is no worse than a SIGKILL, which the journal covers)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self.request_sync("stop")
         if self._watcher is not None:
@@ -101,12 +106,18 @@ class Agent:
             self._debouncer.close()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
-        self._worker.join(timeout)
-        if self.elector is not None:
+        if self._worker.is_alive():
+            self._worker.join(max(0.1, deadline - time.monotonic() - 1.0))
+        if self.elector is not None and not self._worker.is_alive():
             self.elector.stop()  # hands the lease over at once: a follower need not wait for the TTL
         if self._server is not None:
             self._server.stop()
+        if self._worker.is_alive():  # the lease, if any, expires on its own: nobody applies over this step
+            log.warning("stopping while a %s step is still running; it is abandoned, and the next start "
+                        "recovers what it left", self._current_step or "cycle")
+            return False
         self.syncer.close()
+        return True
 
     @property
     def server_port(self) -> int | None:
@@ -218,20 +229,30 @@ class Agent:
             self.syncer.dirty = lambda: local
         try:
             with steps.step("recover"):  # before anything looks at the directory: an interrupted apply is ours
+                self._current_step = "recover"
                 self.syncer.recover()
-            if self.pushback is not None:
+            if self.pushback is not None and not self._stop.is_set():
                 assert isinstance(self.syncer, Syncer)
                 with steps.step("capture"):  # stable local changes -> outbox
+                    self._current_step = "capture"
                     capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
-                            self.settings.sync_max_delete_share, names=local)
+                            self.settings.sync_max_delete_share, names=local, settle=self.settings.push_debounce)
                 with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
+                    self._current_step = "flush"
                     self.pushback.flush()
+            if self._stop.is_set():  # shutting down: the pull and the record wait for the next start
+                if self._dirty is not None:
+                    self._dirty.everything()
+                return result
             with steps.step("pull"):  # git -> directory, always
+                self._current_step = "pull"
                 result = self.syncer.pull()
             with steps.step("record"):
+                self._current_step = "record"
                 self.syncer.record(result, wall, previous=applied, failures=steps.failures)
         finally:
             self._cycle_started = None
+            self._current_step = ""
         self._tracebacks_logged = steps.seen
         if steps.failures and self._dirty is not None:  # what this cycle was told may not have been handled
             self._dirty.everything()

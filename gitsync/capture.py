@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 
 import toml
 
+from gitsync import faults
 from gitsync.outbox import Outbox
 from gitsync.state import State
-from gitsync.target_dir import DirectoryTarget, blob_id
+from gitsync.target_dir import DirectoryTarget, Seen, blob_id
 
 log = logging.getLogger("gitsync.capture")
 
@@ -48,9 +50,15 @@ def settled(content: bytes) -> bool:
 
 
 def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_share: float = 0.5,
-            names: set[str] | None = None) -> list[str]:
-    """Record every settled local change; returns the targets captured. `names`: only these files (and the
-    outbox's) may have changed, as the watcher saw; None looks at every file."""
+            names: set[str] | None = None, *, settle: float = 0.0,
+            sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Record every stable local change; returns the targets captured. `names`: only these files (and the
+    outbox's) may have changed, as the watcher saw; None looks at every file.
+
+    A change is captured only if it looks the same at two looks `settle` seconds apart: a cycle can
+    start at any instant (timer, webhook, SIGHUP), and one sampled between Farm's delete and its write
+    would otherwise commit a deletion. A file that changed between the looks is left for a later cycle.
+    """
     if not target.directory.is_dir():
         log.warning("job directory %s does not exist; not looking for local changes", target.directory)
         return []
@@ -60,17 +68,13 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         owned = state.manifest()
         seen = target.scan(owned)
         total = len(owned)
+        looked: set[str] | None = None
     else:
-        owned = state.owned(names | set(pending))
-        seen = target.scan_names(names | set(pending), owned)
+        looked = names | set(pending)
+        owned = state.owned(looked)
+        seen = target.scan_names(looked, owned)
         total = -1  # counted only if needed
-    if baseline is None:
-        baseline = {t: s.blob for t, s in seen.items() if t not in owned and t not in pending}
-        outbox.take_baseline(baseline)
-        if baseline:
-            log.info("%d .kit file(s) already in %s are not gitsync's; they are never pushed or touched: %s",
-                     len(baseline), target.directory, ", ".join(sorted(baseline)[:10]))
-    captured: list[str] = []
+    baseline = _foreign_baseline(outbox, baseline, seen, owned, pending, target, looked)
     unreadable: list[str] = []
     vanished = [t for t in owned if t not in seen and t not in pending]
     if len(vanished) > 1 and total < 0:
@@ -79,6 +83,7 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         log.error("%d of %d managed files vanished from %s at once; not pushing that as deletions (an unmounted "
                   "volume?). Delete them in git if it was intended", len(vanished), total, target.directory)
         owned = {t: o for t, o in owned.items() if t not in vanished}
+    candidates: dict[str, bytes | None] = {}
     for name in sorted(set(owned) | set(seen) | set(pending)):
         entry, mine, have = pending.get(name), owned.get(name), seen.get(name)
         current = have.blob if have else None
@@ -86,8 +91,8 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             reference: str | None = entry.local_blob
         elif mine is not None:
             reference = mine.blob
-        elif name in baseline or current is None:
-            continue  # an operator's own file, or nothing there
+        elif current is None or baseline.get(name) == current:
+            continue  # nothing there, or an operator's own file as it was when gitsync first looked
         else:
             reference = None
         if current == reference:
@@ -97,14 +102,45 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             log.debug("%s is being written or cannot be parsed; looking again later", name)
             unreadable.append(name)
             continue
+        candidates[name] = content
+    if candidates and settle > 0:
+        sleep(settle)
+    captured: list[str] = []
+    for name, content in candidates.items():
+        if target.read(name) != content:
+            log.debug("%s changed while gitsync looked; captured once it is stable", name)
+            continue
+        mine = owned.get(name)
         outbox.put(name, repo_path=mine.repo_path if mine else None, base_blob=mine.base if mine else None,
                    local_blob=blob_id(content) if content is not None else None, content=content,
                    origin=origin_of(content))
+        faults.reached("capture.put")
         captured.append(name)
     _remember_unreadable(state, unreadable)
     if captured:
         log.info("captured local change(s) to %s", ", ".join(captured))
     return captured
+
+
+def _foreign_baseline(outbox: Outbox, baseline: dict[str, str] | None, seen: Mapping[str, Seen],
+                      owned: Mapping[str, object], pending: Mapping[str, object], target: DirectoryTarget,
+                      looked: set[str] | None) -> dict[str, str]:
+    """The operator's own files: taken at the first look, keyed by content and pruned. A file stays foreign only
+    while it holds the content it had then; once it is deleted (or saved over through jobs/save) its name is
+    free, so a definition later created under that name is pushed like any other. `looked`: the names this
+    look covered (None: all), so files not looked at are not taken for deleted."""
+    if baseline is None:
+        baseline = {t: s.blob for t, s in seen.items() if t not in owned and t not in pending}
+        outbox.take_baseline(baseline)
+        if baseline:
+            log.info("%d .kit file(s) already in %s are not gitsync's; they are never pushed or touched while "
+                     "unchanged: %s", len(baseline), target.directory, ", ".join(sorted(baseline)[:10]))
+        return baseline
+    gone = [t for t, blob in baseline.items() if (looked is None or t in looked)
+            and (t not in seen or seen[t].blob != blob)]
+    if gone:
+        outbox.prune_baseline(gone)
+    return {t: blob for t, blob in baseline.items() if t not in gone}
 
 
 def _remember_unreadable(state: State, names: list[str]) -> None:

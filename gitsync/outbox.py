@@ -66,10 +66,11 @@ class Outbox:
             db.executemany("UPDATE outbox SET status = ?, pr_number = ?, error = ? WHERE target = ?",
                            ((status, pr_number, error, t) for t in targets))
 
-    def rebase(self, target: str, base_blob: str | None) -> None:
-        """The git version a pending change is relative to moved (its earlier version was merged)."""
+    def rebase(self, target: str, base_blob: str | None, *, repo_path: str | None = None) -> None:
+        """The git version a pending change is relative to moved (its earlier version was merged or pushed)."""
         with self.state.transaction() as db:
-            db.execute("UPDATE outbox SET base_blob = ? WHERE target = ?", (base_blob, target))
+            db.execute("UPDATE outbox SET base_blob = ?, repo_path = COALESCE(?, repo_path) WHERE target = ?",
+                       (base_blob, repo_path, target))
 
     def remove(self, entries: Iterable[Entry]) -> None:
         """Drop rows whose change is settled, unless the file changed again since (then the row stays)."""
@@ -93,6 +94,11 @@ class Outbox:
         with self.state.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO foreign_baseline VALUES (?, ?)", files.items())
             db.execute("INSERT OR REPLACE INTO meta VALUES ('baseline_taken', 'true')")
+
+    def prune_baseline(self, targets: Iterable[str]) -> None:
+        """Forget foreign files that were deleted or changed: their names are free for new definitions."""
+        with self.state.transaction() as db:
+            db.executemany("DELETE FROM foreign_baseline WHERE target = ?", ((t,) for t in targets))
 
     def summary(self) -> dict[str, object]:
         entries = self.entries()

@@ -8,6 +8,7 @@ exponential backoff; a push that loses a race (non-fast-forward) is rebuilt on t
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import socket
 import time
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from gitsync import defset
+from gitsync import defset, faults
 from gitsync.config import Settings
 from gitsync.errors import ConfigError, ForgeError, GitError
 from gitsync.gitrepo import GitMirror, Identity, PushRejected, TreeEntry
@@ -30,6 +31,7 @@ log = logging.getLogger("gitsync.push")
 
 MAX_REBASES = 5
 PR_REF = "refs/gitsync/pr"
+CONFLICT_REF = "refs/gitsync/conflict"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class PushBack:
         self.outbox = outbox
         self.forge = forge
         self.clock = clock
+        self._conflict_errors: list[str] = []
         check_message_template(settings.push_message)
         self.identity = Identity(settings.push_author_name, settings.push_author_email)
         self.committer = Identity(settings.push_committer_name or settings.push_author_name,
@@ -95,9 +98,12 @@ class PushBack:
             raise GitError(f"push-back waits for its retry in {due - self.clock():.0f} s; "
                            f"{len(pending)} change(s) kept in the outbox. Last error: "
                            f"{self.state.get('push_last_error', '')}")
+        self._conflict_errors = []
         try:
             changed = {"direct": self._direct, "pull-request": self._pull_request, "off": self._revert_only}[
                 self.settings.push_mode](pending)
+            if self._conflict_errors:  # the rest settled; these stay in the outbox and back off like any push
+                raise GitError(f"could not push the conflict branch of {'; '.join(self._conflict_errors)}")
         except (GitError, ForgeError) as exc:
             raise GitError(self._back_off(exc)) from exc
         self.state.set(push_failures=0, push_next_attempt=0, push_last_error="")
@@ -121,27 +127,67 @@ class PushBack:
         branch = self.settings.repo_branch
         for _ in range(MAX_REBASES):
             head = self.mirror.fetch()
+            if self._recognise_landed_push(head):
+                entries = self.outbox.entries("pending")
+                if not entries:
+                    return True
             steps = self._carry_all(entries, head)
             files = self._files(steps)
             if files:
                 sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.committer)
+                self._note_push(sha, steps)
+                faults.reached("flush.committed")
                 try:
                     self._push(sha, branch)
                 except PushRejected:
                     log.info("branch %s moved on while pushing; rebasing the local change(s)", branch)
                     continue
+                faults.reached("flush.pushed")
                 log.info("pushed %s to %s: %s", sha[:12], branch, self._summary(steps))
-            self._conflict_branches([s for s in steps if s.carried.conflicts], head)
-            self._settle(steps)
+            failed = self._conflict_branches([s for s in steps if s.carried.conflicts], head)
+            self._settle([s for s in steps if s not in failed])
+            self.state.set(push_in_flight=None)
             return bool(files)
         raise GitError(f"gave up after {MAX_REBASES} attempts: branch {branch!r} keeps moving; will retry")
+
+    def _note_push(self, sha: str, steps: list[Step]) -> None:
+        """Persist what a push carries before it starts: if gitsync dies while the remote runs receive-pack, the
+        push may still land, and the next start must recognise that commit as its own (see below)."""
+        self.state.set(push_in_flight={"commit": sha, "entries": [
+            [s.entry.target, s.entry.local_blob, s.repo_path, _blob(s.carried.text)] for s in steps if s.ok]})
+
+    def _recognise_landed_push(self, head: str) -> bool:
+        """A push gitsync started before a crash that landed anyway is settled as if gitsync had seen it land:
+        its entries leave the outbox, and an entry saved again since is rebased onto what was pushed, so the
+        later save simply wins instead of conflicting with gitsync's own commit. Returns True if one landed."""
+        flight = self.state.get("push_in_flight")
+        if not flight:
+            return False
+        if not (self.mirror.has_commit(flight["commit"]) and self.mirror.is_ancestor(flight["commit"], head)):
+            return False  # not (yet) in the branch: a receive-pack may still be running; decided on the next try
+        current = {e.target: e for e in self.outbox.entries()}
+        settled: list[tuple[Entry, str | None, str | None]] = []
+        for target, local_blob, repo_path, git_blob in flight["entries"]:
+            entry = current.get(target)
+            if entry is None:
+                continue
+            if entry.local_blob == local_blob:
+                settled.append((entry, repo_path, git_blob))
+            else:
+                self.outbox.rebase(target, git_blob, repo_path=repo_path)
+        self._acknowledge(settled)
+        self.outbox.remove(e for e, _, _ in settled)
+        self.state.set(push_in_flight=None)
+        log.warning("push %s landed although gitsync stopped before recording it; %d change(s) recorded as "
+                    "pushed", flight["commit"][:12], len(flight["entries"]))
+        return True
 
     def _revert_only(self, entries: list[Entry]) -> bool:
         """Strict GitOps: keep a copy of each local change on a conflict branch, then let git win."""
         head = self.mirror.fetch()
         steps = self._carry_all(entries, head)
-        self._conflict_branches([s for s in steps if s.carried.changed or s.carried.conflicts], head)
-        self._settle(steps, keep_git=True)
+        failed = self._conflict_branches([s for s in steps if s.carried.changed or s.carried.conflicts], head)
+        self._settle([s for s in steps if s not in failed], keep_git=True)
         return False
 
     def _pull_request(self, entries: list[Entry]) -> bool:
@@ -151,8 +197,8 @@ class PushBack:
         in_pr = self.outbox.entries("in_pr") if open_pr else []
         steps = self._carry_all([*in_pr, *entries], head)
         clashing = [s for s in steps if s.carried.conflicts]  # whole entry to a conflict branch, not the PR
-        self._conflict_branches(clashing, head)
-        self._settle(clashing, keep_git=True)
+        failed = self._conflict_branches(clashing, head)
+        self._settle([s for s in clashing if s not in failed], keep_git=True)
         steps = [s for s in steps if not s.carried.conflicts]
         files = self._files(steps)
         ready = [s for s in steps if s.ok]
@@ -296,24 +342,38 @@ class PushBack:
                 files[step.repo_path] = step.carried.text
         return files
 
-    def _conflict_branches(self, steps: list[Step], head: str) -> None:
+    def _conflict_branches(self, steps: list[Step], head: str) -> list[Step]:
+        """Push each step's local version to its conflict branch; returns the steps whose push failed (they stay
+        in the outbox for the next try, and never stop the others from settling)."""
+        failed: list[Step] = []
         for step in steps:
             jobs = step.carried.conflicts or step.carried.changed
             if not jobs:
                 continue
             text = step.local_text
-            branch = f"gitsync/conflict/{jobs[0]}-{_stamp(self.clock())}"
+            branch = conflict_branch(jobs[0], text)
             message = (f"Local version of {', '.join(jobs)} ({step.entry.origin}), kept by gitsync\n\n"
                        f"Git changed {'these definitions' if len(jobs) > 1 else 'this definition'} too, so git's "
                        f"version stays in the jobs service. Merge this branch to use the local one instead.\n\n"
                        f"Gitsync-Origin: {self._origin([step])}")
-            sha = self.mirror.build_commit(head, {step.repo_path: text}, message, self.identity, self.committer)
-            self._push(sha, branch)
-            conflicts = list(self.state.get("conflicts", []))[-49:]
+            try:
+                if self.mirror.fetch_branch(branch, CONFLICT_REF) is None:  # a retry finds it already pushed
+                    sha = self.mirror.build_commit(head, {step.repo_path: text}, message, self.identity,
+                                                   self.committer)
+                    self._push(sha, branch)
+                    faults.reached("flush.conflict_pushed")
+            except GitError as exc:
+                log.error("could not push the local version of %s to %s (kept in the outbox, retried later): %s",
+                          ", ".join(jobs), branch, exc)
+                failed.append(step)
+                continue
+            conflicts = [c for c in self.state.get("conflicts", []) if c["branch"] != branch][-49:]
             conflicts.append({"branch": branch, "jobs": list(jobs), "at": self.clock()})
             self.state.set(conflicts=conflicts)
             log.warning("conflict on %s: git changed it too; git's version stays, the local one is on branch %s",
                         ", ".join(jobs), branch)
+        self._conflict_errors += [f"{', '.join(s.carried.conflicts or s.carried.changed)}" for s in failed]
+        return failed
 
     def _settle(self, steps: list[Step], keep_git: bool = False) -> None:
         """Done with these entries: own what was saved and let the next pull put git's text in its place.
@@ -378,6 +438,13 @@ def check_message_template(template: str) -> None:
 
 def _blob(data: bytes | None) -> str | None:
     return blob_id(data) if data is not None else None
+
+
+def conflict_branch(job: str, text: bytes | None) -> str:
+    """`gitsync/conflict/<job>-<content id>`: a valid ref whatever the job is called (`[job."night build"]`),
+    and the same for the same local version, so a retry pushes to the branch it already made."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", job).strip("-")[:40] or "job"
+    return f"gitsync/conflict/{slug}-{(_blob(text) or blob_id(b''))[:12]}"
 
 
 def _stamp(now: float) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -38,5 +40,7 @@ def run(args: argparse.Namespace) -> int:
     agent.start()
     while not stopping.wait(1.0):
         pass
-    agent.stop()
+    if not agent.stop():  # a step outlived the grace period: leave now rather than close files under it
+        logging.shutdown()
+        os._exit(0)
     return 0
