@@ -33,6 +33,15 @@ class Entry:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class OpenPullRequest:
+    """The pull request gitsync proposes its changes in; `number` is None until the forge has answered."""
+
+    branch: str
+    number: int | None
+    url: str
+
+
 _COLUMNS = "target, seq, created, repo_path, base_blob, local_blob, content, origin, status, pr_number, error"
 
 
@@ -82,6 +91,36 @@ class Outbox:
         """Targets the pull must leave alone because their local change has not reached git yet."""
         return {e.target: f"local change ({e.origin}) waiting to reach git" + (f": {e.error}" if e.error else "")
                 for e in self.entries()}
+
+    # -- the pull request (pull-request mode) -----------------------------------------------------------
+    def pull_request(self) -> OpenPullRequest | None:
+        with self.state.transaction() as db:
+            row = db.execute("SELECT branch, number, url FROM pull_request").fetchone()
+            if row is None:  # state written by an older gitsync kept it in meta
+                old = self.state.get("open_pr")
+                if old:
+                    row = (old["branch"], old["number"], old["url"])
+                    db.execute("INSERT INTO pull_request VALUES (1, ?, ?, ?)", row)
+                    db.execute("DELETE FROM meta WHERE key = 'open_pr'")
+        return OpenPullRequest(*row) if row else None
+
+    def plan_pull_request(self, branch: str) -> None:
+        """Persist the branch name before anything is pushed to it, so a restart reuses it (and the forge's
+        "already exists" answer adopts the pull request a crash kept us from recording)."""
+        with self.state.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO pull_request VALUES (1, ?, NULL, '')", (branch,))
+
+    def record_pull_request(self, number: int, url: str, proposed: Iterable[Entry]) -> None:
+        """The forge answered: remember the pull request and what it now proposes, in one transaction."""
+        with self.state.transaction() as db:
+            db.execute("UPDATE pull_request SET number = ?, url = ?", (number, url))
+            db.executemany("UPDATE outbox SET status = 'in_pr', pr_number = ? WHERE target = ? AND local_blob IS ?",
+                           ((number, e.target, e.local_blob) for e in proposed))
+
+    def end_pull_request(self) -> None:
+        with self.state.transaction() as db:
+            db.execute("DELETE FROM pull_request")
+            db.execute("DELETE FROM meta WHERE key = 'open_pr'")
 
     # -- the foreign baseline --------------------------------------------------------------------------
     def baseline(self) -> dict[str, str] | None:

@@ -22,7 +22,7 @@ from gitsync.errors import ConfigError, ForgeError, GitError
 from gitsync.gitrepo import GitMirror, Identity, PushRejected, TreeEntry
 from gitsync.kit import check_kit
 from gitsync.model import Owned
-from gitsync.outbox import Entry, Outbox
+from gitsync.outbox import Entry, OpenPullRequest, Outbox
 from gitsync.rebase import Carried, carry, jobs_of
 from gitsync.state import State
 from gitsync.target_dir import DirectoryTarget, blob_id
@@ -193,7 +193,7 @@ class PushBack:
     def _pull_request(self, entries: list[Entry]) -> bool:
         assert self.forge is not None
         head = self.mirror.fetch()
-        open_pr = self.state.get("open_pr")
+        open_pr = self.outbox.pull_request()
         in_pr = self.outbox.entries("in_pr") if open_pr else []
         steps = self._carry_all([*in_pr, *entries], head)
         clashing = [s for s in steps if s.carried.conflicts]  # whole entry to a conflict branch, not the PR
@@ -203,48 +203,70 @@ class PushBack:
         files = self._files(steps)
         ready = [s for s in steps if s.ok]
         if files:
-            branch = open_pr["branch"] if open_pr else f"gitsync/changes/{_stamp(self.clock())}"
+            if open_pr is None:
+                open_pr = OpenPullRequest(f"gitsync/changes/{_stamp(self.clock())}", None, "")
+                self.outbox.plan_pull_request(open_pr.branch)  # before the push: a restart reuses the name
             sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.committer)
-            self._push(sha, branch, force=True)
+            self._push(sha, open_pr.branch, force=True)
+            faults.reached("pr.pushed")
             title = self._summary(steps)
             body = self._details(steps) + "\n\nOpened by gitsync; merging it makes the change permanent, " \
                 "closing it reverts the jobs service to git's version."
-            if open_pr:
-                pr = self.forge.update_pr(open_pr["number"], title, body)
-            else:
-                pr = self.forge.open_pr(branch, self.settings.repo_branch, title, body)
-                self.state.set(open_pr={"number": pr.number, "branch": branch, "url": pr.url})
+            if open_pr.number is not None:
+                pr = self.forge.update_pr(open_pr.number, title, body)
+            else:  # idempotent: "already exists" (a crash before we recorded it) adopts the open one
+                pr = self.forge.open_pr(open_pr.branch, self.settings.repo_branch, title, body)
+            faults.reached("pr.opened")
+            self.outbox.record_pull_request(pr.number, pr.url, [s.entry for s in ready if s.carried.changed])
+            faults.reached("pr.recorded")
             log.info("pull request %s updated with %s", pr.url, title)
-            self.outbox.mark([s.entry.target for s in ready if s.carried.changed], "in_pr", pr_number=pr.number)
+            if pr.state != "open":  # merged or closed while we pushed: what it holds is decided by content
+                self._pull_request_ended(pr.state, pr.url)
+                return False
         self._settle([s for s in ready if not s.carried.changed])  # nothing left to propose: git has it
         return False
 
     def _follow_pull_request(self) -> None:
         """Merged: the pull takes over. Closed unmerged: the local change is dropped, git's version returns."""
-        open_pr = self.state.get("open_pr")
-        if not open_pr or self.forge is None:
+        open_pr = self.outbox.pull_request()
+        if open_pr is None or open_pr.number is None or self.forge is None:
             return
         try:
-            pr = self.forge.get_pr(open_pr["number"])
+            pr = self.forge.get_pr(open_pr.number)
         except ForgeError as exc:
-            log.warning("cannot read pull request %s: %s", open_pr["url"], exc)
+            log.warning("cannot read pull request %s: %s", open_pr.url, exc)
             return
-        if pr.state == "open":
-            return
-        ours = [e for e in self.outbox.entries() if e.pr_number == pr.number]
-        proposed = [e for e in ours if e.status == "in_pr"]
-        self._acknowledge([(e, e.repo_path, e.base_blob) for e in proposed])
-        self.outbox.remove(proposed)
-        newer = [e for e in ours if e.status != "in_pr"]  # saved again after the PR was last updated
-        if pr.state == "merged" and newer:
+        if pr.state != "open":
+            self._pull_request_ended(pr.state, pr.url)
+
+    def _pull_request_ended(self, state: str, url: str) -> None:
+        """Settle the outbox after the pull request was merged or closed.
+
+        Merged: each entry is carried onto the merged head; one with nothing left to propose is settled
+        against the blob there, and one that still differs (saved again after the last update, or proposed
+        after the merge) goes back to pending with the merged blob as its base, so it is proposed again
+        rather than dropped or taken for a conflict with gitsync's own merged proposal. Closed unmerged:
+        what it proposed is dropped and git's version returns; later saves go back to pending."""
+        ours = [e for e in self.outbox.entries() if e.status == "in_pr" or e.pr_number is not None]
+        if state == "merged":
             head = self.mirror.fetch()
-            for entry in newer:  # what was merged is their new base, so only the later change is proposed
-                merged = self.mirror.list_tree(head, entry.repo_path or "").get(entry.repo_path or "")
-                self.outbox.rebase(entry.target, merged.blob if merged else None)
-        self.outbox.mark([e.target for e in newer], "pending")
-        self.state.set(open_pr=None)
-        what = "merged: the pull applies it" if pr.state == "merged" else "closed unmerged: reverting to git's version"
-        log.info("pull request %s was %s", pr.url, what)
+            steps = self._carry_all(ours, head)
+            done = [s for s in steps if s.ok and not s.carried.changed]
+            self._acknowledge([(s.entry, s.repo_path, _blob(s.head)) for s in done])
+            self.outbox.remove(s.entry for s in done)
+            for s in steps:
+                if s not in done:
+                    self.outbox.rebase(s.entry.target, _blob(s.head), repo_path=s.repo_path)
+            faults.reached("pr.settled")
+            self.outbox.mark([s.entry.target for s in steps if s not in done], "pending")
+        else:
+            proposed = [e for e in ours if e.status == "in_pr"]
+            self._acknowledge([(e, e.repo_path, e.base_blob) for e in proposed])
+            self.outbox.remove(proposed)
+            self.outbox.mark([e.target for e in ours if e.status != "in_pr"], "pending")
+        self.outbox.end_pull_request()
+        what = "merged: the pull applies it" if state == "merged" else "closed unmerged: reverting to git's version"
+        log.info("pull request %s was %s", url, what)
 
     # -- building blocks -----------------------------------------------------------------------------
     def _carry_all(self, entries: list[Entry], head: str) -> list[Step]:
@@ -381,6 +403,7 @@ class PushBack:
         `keep_git`: git's head version wins (conflicts, mode off), not the carried text."""
         done = [s for s in steps if s.ok or keep_git]
         self._acknowledge([(s.entry, s.repo_path, _blob(s.head if keep_git else s.carried.text)) for s in done])
+        faults.reached("flush.acknowledged")
         self.outbox.remove(s.entry for s in done)
 
     def _acknowledge(self, settled: list[tuple[Entry, str | None, str | None]]) -> None:

@@ -60,7 +60,8 @@ def extra_status(state: State) -> dict[str, Any]:
 
     found: dict[str, Any] = dict(Outbox(state).summary())
     found["push_last_error"] = state.get("push_last_error", "")
-    found["open_pull_request"] = (state.get("open_pr") or {}).get("url")
+    pr = Outbox(state).pull_request()
+    found["open_pull_request"] = (pr.url or pr.branch) if pr else None
     found["conflicts"] = state.get("conflicts", [])[-10:]
     found["unreadable_local_files"] = sorted(state.get("unreadable_local", {}))
     return found

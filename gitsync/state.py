@@ -45,6 +45,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     status TEXT NOT NULL, pr_number INTEGER, error TEXT NOT NULL DEFAULT '');
 -- .kit files that were in the target before gitsync first looked: an operator's, never pushed.
 CREATE TABLE IF NOT EXISTS foreign_baseline (target TEXT PRIMARY KEY, blob TEXT NOT NULL);
+-- Pull-request mode: the pull request gitsync keeps open (at most one row). The branch is written before
+-- the first push to it and the number once the forge answers, each in its own transaction.
+CREATE TABLE IF NOT EXISTS pull_request (
+    id INTEGER PRIMARY KEY CHECK (id = 1), branch TEXT NOT NULL, number INTEGER, url TEXT NOT NULL DEFAULT '');
 -- The apply in progress, one row per file it touches (see model.JournalRow); empty between applies.
 -- Cleared in the transaction that records the apply, so a row left here means a crash interrupted it.
 CREATE TABLE IF NOT EXISTS apply_journal (

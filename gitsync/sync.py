@@ -567,6 +567,7 @@ class Syncer:
             meta["applied_commit_info"] = self.mirror.commit_info(r.applied) if r.applied else None
         if r.head and r.head != r.applied:
             meta["head_commit_info"] = self.mirror.commit_info(r.head)
+        faults.reached("record.state")
         self.state.set(**meta)
         if r.result != "noop":
             self.state.add_history(HistoryRow(wall, r.duration, previous, r.head, r.result,
