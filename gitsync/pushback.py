@@ -229,7 +229,12 @@ class PushBack:
     def _follow_pull_request(self) -> None:
         """Merged: the pull takes over. Closed unmerged: the local change is dropped, git's version returns."""
         open_pr = self.outbox.pull_request()
-        if open_pr is None or open_pr.number is None or self.forge is None:
+        if open_pr is None or self.forge is None:
+            return
+        if open_pr.number is None:  # a crash came between the push to its branch and the forge's answer
+            pushed = self.mirror.fetch_branch(open_pr.branch, PR_REF)
+            if pushed is not None and self.mirror.is_ancestor(pushed, self.mirror.fetch()):
+                self._pull_request_ended("merged", open_pr.branch, unrecorded=True)
             return
         try:
             pr = self.forge.get_pr(open_pr.number)
@@ -239,7 +244,7 @@ class PushBack:
         if pr.state != "open":
             self._pull_request_ended(pr.state, pr.url)
 
-    def _pull_request_ended(self, state: str, url: str) -> None:
+    def _pull_request_ended(self, state: str, url: str, *, unrecorded: bool = False) -> None:
         """Settle the outbox after the pull request was merged or closed.
 
         Merged: each entry is carried onto the merged head; one with nothing left to propose is settled
@@ -247,11 +252,12 @@ class PushBack:
         after the merge) goes back to pending with the merged blob as its base, so it is proposed again
         rather than dropped or taken for a conflict with gitsync's own merged proposal. Closed unmerged:
         what it proposed is dropped and git's version returns; later saves go back to pending."""
-        ours = [e for e in self.outbox.entries() if e.status == "in_pr" or e.pr_number is not None]
+        ours = [e for e in self.outbox.entries()  # unrecorded: every entry may be on the branch
+                if unrecorded or e.status == "in_pr" or e.pr_number is not None]
         if state == "merged":
             head = self.mirror.fetch()
             steps = self._carry_all(ours, head)
-            done = [s for s in steps if s.ok and not s.carried.changed]
+            done = [s for s in steps if s.ok and not s.carried.changed and not s.carried.conflicts]
             self._acknowledge([(s.entry, s.repo_path, _blob(s.head)) for s in done])
             self.outbox.remove(s.entry for s in done)
             for s in steps:

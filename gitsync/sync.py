@@ -98,6 +98,8 @@ class Syncer:
         #: nobody watched: then every file is `stat`ed and compared with the manifest.
         self.dirty: Callable[[], set[str] | None] = lambda: None
         self._lock: StateLock | None = None
+        #: Changed git paths that are not UTF-8 (set by the last diff); the commit is not applied while any exist.
+        self.unusable_names: tuple[Problem, ...] = ()
         self._pool: ProcessPoolExecutor | None = None
         self._leftovers_removed = False
         self._check_state_matches_target()
@@ -402,7 +404,9 @@ class Syncer:
             changes = [Change("M", p, e.blob, e.mode) for p, e in now.items()
                        if p not in old_tree or old_tree[p].blob != e.blob]
             changes += [Change("D", p, None, "") for p in old_tree if p not in now]
-        return [c for c in changes if defset.is_definition_path(c.path)], old_tree
+        changes = [c for c in changes if defset.is_definition_path(c.path)]
+        self.unusable_names = tuple(_name_problem(c.path) for c in changes if c.blob and not _valid_name(c.path))
+        return [c for c in changes if _valid_name(c.path)], old_tree
 
     def _check_blobs(self, items: list[tuple[str, str]]) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
         """Each file's job names and own problems (with an empty path), from the validation cache where this blob
@@ -466,9 +470,15 @@ class Syncer:
                 result = SyncResult("refused", head=head, applied=applied, message=untrusted)
             else:
                 self.adopt_after_state_loss(head)
+                self.unusable_names = ()
                 prepared = self.prepare(head, force=force, allow_mass_delete=allow_mass_delete)
                 faults.reached("pull.validated")
-                result = self._apply(prepared)
+                if self.unusable_names:  # cannot be stored, written or named to Farm: the commit is held back
+                    bad = self.unusable_names
+                    result = SyncResult("invalid", head=head, applied=applied, problems=list(bad),
+                                        message=f"commit {head[:12]} not applied: {bad[0].format()}")
+                else:
+                    result = self._apply(prepared)
                 if len(prepared.touched) > _RELEASE_AFTER:
                     del prepared
                     _release_memory()
@@ -606,6 +616,20 @@ def _foreign_clashes(desired: Mapping[str, Desired], foreign: Mapping[str, str])
 
 def _flat(problems: Mapping[str, list[Problem]]) -> tuple[Problem, ...]:
     return tuple(sorted(p for found in problems.values() for p in found))
+
+def _valid_name(path: str) -> bool:
+    """Git paths are bytes; one that is not UTF-8 (decoded with surrogates) cannot be a Farm job file name."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _name_problem(path: str) -> Problem:
+    shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return Problem(shown, 1, 1, "error", "file name is not valid UTF-8",
+                   "rename the file in git to a UTF-8 name (the job directory and Farm need one)")
 
 
 def _release_memory() -> None:

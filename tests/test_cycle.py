@@ -176,3 +176,123 @@ def test_a_save_between_gitsyncs_rename_and_its_stat_is_not_recorded_as_gitsyncs
 
     seen = target.scan({"hello-world.kit": Seen(blob_id(ours), written["hello-world.kit"])})
     assert seen["hello-world.kit"].blob == blob_id(saved)
+
+
+def test_a_non_utf8_file_name_in_git_is_reported_and_removing_it_recovers(
+        site: Site, sample_remote: RemoteRepo) -> None:
+    bad = b"jobs/caf\xe9.kit"
+    work = sample_remote.work
+    (work / os.fsdecode(bad)).write_bytes(b'[job.cafe]\njob_type = "base"\ncommand = "/bin/true"\n')
+    subprocess.run(["git", "add", "-A"], cwd=work, check=True)
+    sample_remote.commit({}, "Add a file whose name is not UTF-8")
+    site.cycle()
+    status = site.status()
+    assert status["last_result"] == "invalid" and "not valid UTF-8" in status["last_message"]
+    assert status["consecutive_failures"] >= 1 and readyz(site) == 503
+
+    subprocess.run(["git", "rm", "-q", "--", os.fsdecode(bad)], cwd=work, check=True)
+    sample_remote.commit({}, "Remove it")
+    site.cycle()
+    assert site.status()["last_result"] in ("synced", "noop")
+    assert readyz(site) == 200
+
+
+def test_a_cycle_never_captures_a_save_half_way(tmp_path: Path) -> None:
+    """Farm saves by deleting and re-creating the file; a cycle sampled in between must not commit a
+    deletion. The second look of capture is where Farm's write lands (the `sleep` seam)."""
+    from gitsync.capture import capture
+    from gitsync.model import Owned
+    from gitsync.outbox import Outbox
+    from gitsync.state import State
+    from gitsync.target_dir import DirectoryTarget, blob_id
+
+    target = DirectoryTarget(tmp_path / "defs")
+    target.ensure()
+    state = State(tmp_path / "state")
+    outbox = Outbox(state)
+    text = b'[job.hello-world]\njob_type = "base"\ncommand = "/bin/echo"\n'
+    stats = target.write_many([("hello-world.kit", text)], {"hello-world.kit": None})
+    state.record_apply(tree=None, owned={"hello-world.kit": Owned("jobs/hello-world.kit", blob_id(text), (
+        "hello-world",), stats["hello-world.kit"])}, meta={})
+    outbox.take_baseline({})
+
+    (target.directory / "hello-world.kit").unlink()  # Farm's delete ...
+    saved = text + b'args = ["saved"]\n'
+
+    def farm_writes(_: float) -> None:  # ... and its write, landing while gitsync looks again
+        (target.directory / "hello-world.kit").write_bytes(saved)
+
+    assert capture(target, state, outbox, settle=0.2, sleep=farm_writes) == []
+    assert outbox.entries() == []
+    assert capture(target, state, outbox, settle=0.2, sleep=lambda _: None) == ["hello-world.kit"]
+    [entry] = outbox.entries()
+    assert entry.content == saved  # the save, never a deletion
+    state.close()
+
+
+def test_a_name_that_was_once_a_foreign_file_is_pushed(sites: Sites, sample_remote: RemoteRepo) -> None:
+    site = sites.make(sample_remote, start=False)
+    site.directory.mkdir(parents=True, exist_ok=True)
+    (site.directory / "legacy.kit").write_text('[job.legacy]\njob_type = "base"\ncommand = "/bin/true"\n')
+    site.start_agent()
+    site.cycle()
+    (site.directory / "legacy.kit").unlink()
+    site.cycle()
+    before = commit_count(sample_remote)
+    site.jobs.save({"name": "legacy", "job_type": "base", "command": "/bin/echo", "args": ["new"]})
+    wait_until(lambda: commit_count(sample_remote) > before, what="the new legacy definition to be pushed")
+    assert b'"new"' in (git_bytes(sample_remote, "jobs/legacy.kit") or b"")
+    assert site.outbox_length() == 0
+
+
+def test_a_conflict_on_a_job_whose_name_is_not_a_valid_ref_does_not_wedge_push_back(
+        site: Site, sample_remote: RemoteRepo) -> None:
+    night = '[job."night build"]\njob_type = "base"\ncommand = "/bin/echo"\nargs = ["git"]\n'
+    sample_remote.commit({"jobs/night.kit": night}, "Add the night build")
+    site.cycle_until(lambda: (site.directory / "night.kit").exists(), what="night.kit to arrive")
+    with site.paused():
+        sample_remote.commit({"jobs/night.kit": night.replace('"git"', '"changed in git"')}, "Change it in git")
+        (site.directory / "night.kit").write_text(night.replace('"git"', '"changed here"'))
+    site.cycle_until(lambda: site.outbox_length() == 0 and site.status()["conflicts"], what="the conflict branch")
+    [conflict] = site.status()["conflicts"]
+    assert conflict["jobs"] == ["night build"] and conflict["branch"].startswith("gitsync/conflict/night-build-")
+    assert conflict["branch"] in sample_remote.branches()
+    # push-back keeps working afterwards
+    before = commit_count(sample_remote)
+    site.jobs.change("hello-world", args=["after the conflict"])
+    wait_until(lambda: commit_count(sample_remote) > before, what="the next save to be pushed")
+
+
+def test_sigterm_ends_gitsync_run_within_30_s_even_during_a_slow_push(
+        sample_remote: RemoteRepo, tmp_path: Path) -> None:
+    """The push hangs in a pre-receive hook far longer than the grace period."""
+    import signal
+    import time
+
+    hook = sample_remote.bare / "hooks" / "pre-receive"
+    marker = tmp_path / "receiving"
+    hold = tmp_path / "hold"
+    hold.touch()
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\ntouch '{marker}'\nwhile [ -f '{hold}' ]; do sleep 0.2; done\n")
+    hook.chmod(0o755)
+    defs = tmp_path / "defs"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GITSYNC_")},
+           "GITSYNC_REPO_URL": sample_remote.url, "GITSYNC_REPO_PATH": "jobs", "GITSYNC_TARGET_DIRECTORY": str(defs),
+           "GITSYNC_STATE_DIR": str(tmp_path / "state"), "GITSYNC_PUSH_DEBOUNCE": "0.1",
+           "GITSYNC_SERVER_LISTEN": "127.0.0.1:0"}
+    process = subprocess.Popen([sys.executable, "-m", "gitsync", "run"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: (defs / "hello-world.kit").exists(), what="the first sync")
+        (defs / "hello-world.kit").write_text(HELLO.replace(HELLO_ARGS, 'args = ["edited"]'))
+        wait_until(marker.exists, timeout=30, what="the push to reach the hook")
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(40)
+        assert time.monotonic() - started < 30
+        assert process.returncode == 0
+    finally:
+        hold.unlink()  # lets the hook (an orphan of the abandoned push) finish
+        if process.poll() is None:
+            process.kill()
+            process.wait()
