@@ -78,6 +78,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("sync.cron", str, "", "Cron expression (5 fields) to use instead of the interval", flag="--cron"),
     Option("sync.jitter", float, 0.0, "Up to this many seconds of random delay per scheduled sync"),
     Option("sync.timeout", float, 120.0, "Seconds a git network operation may take"),
+    Option("sync.shutdown_timeout", float, 25.0, "Seconds SIGTERM waits for the step in progress before gitsync "
+           "exits anyway (keep it under the pod's terminationGracePeriodSeconds, 30 by default)"),
     Option("sync.strict", bool, False, "Treat warnings such as name != table key as errors", flag="--strict"),
     Option("sync.on_invalid", str, "refuse", "refuse: apply nothing while any file is invalid; skip: apply "
            "the valid files and keep the last good version of invalid ones", choices=("refuse", "skip"),
@@ -153,6 +155,7 @@ class Settings:
     sync_cron: str
     sync_jitter: float
     sync_timeout: float
+    sync_shutdown_timeout: float
     sync_strict: bool
     sync_on_invalid: str
     sync_max_delete_share: float
@@ -286,6 +289,7 @@ def _from_text(option: Option, text: str, where: str) -> Any:
 
 def _check_consistency(s: Settings) -> None:
     for key, value in (("sync.interval", s.sync_interval), ("sync.timeout", s.sync_timeout),
+                       ("sync.shutdown_timeout", s.sync_shutdown_timeout),
                        ("target.timeout", s.target_timeout), ("ha.lease_ttl", s.ha_lease_ttl),
                        ("push.debounce", s.push_debounce), ("push.max_backoff", s.push_max_backoff)):
         if not (math.isfinite(value) and value > 0):

@@ -539,11 +539,13 @@ class Syncer:
             base.findings.append(Finding("held", target, f"{target} was not written: {why}"))
         if changed_meanwhile:
             log.warning("%s changed while syncing; left as they are for the next cycle", ", ".join(changed_meanwhile))
-        faults.reached("apply.written")
+        if writes or deletes:
+            faults.reached("apply.written")
         self.state.record_apply(tree={path: p.tree.get(path) for path in p.touched}, owned=owned, meta={
             "applied_commit": p.head, "applied_path": self.settings.repo_path,
             "validated_with": self._validation_key(), "replan": None}, end_apply=True, problems=p.path_problems)
-        faults.reached("apply.recorded")
+        if writes or deletes:
+            faults.reached("apply.recorded")
         self.mirror.update_ref(APPLIED_REF, p.head)
         base.applied = p.head
         base.written = [a.target for a in writes if a.target in stats]

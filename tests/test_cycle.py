@@ -279,6 +279,7 @@ def test_sigterm_ends_gitsync_run_within_30_s_even_during_a_slow_push(
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("GITSYNC_")},
            "GITSYNC_REPO_URL": sample_remote.url, "GITSYNC_REPO_PATH": "jobs", "GITSYNC_TARGET_DIRECTORY": str(defs),
            "GITSYNC_STATE_DIR": str(tmp_path / "state"), "GITSYNC_PUSH_DEBOUNCE": "0.1",
+           "GITSYNC_SYNC_SHUTDOWN_TIMEOUT": "3",
            "GITSYNC_SERVER_LISTEN": "127.0.0.1:0"}
     process = subprocess.Popen([sys.executable, "-m", "gitsync", "run"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -291,6 +292,12 @@ def test_sigterm_ends_gitsync_run_within_30_s_even_during_a_slow_push(
         process.wait(40)
         assert time.monotonic() - started < 30
         assert process.returncode == 0
+        # what the abandoned push carried is still in the outbox for the next start
+        import sqlite3
+
+        db = sqlite3.connect(tmp_path / "state" / "state.sqlite3")
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
+        db.close()
     finally:
         hold.unlink()  # lets the hook (an orphan of the abandoned push) finish
         if process.poll() is None:

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     agent.start()
     while not stopping.wait(1.0):
         pass
-    if not agent.stop():  # a step outlived the grace period: leave now rather than close files under it
+    # A step that outlives the grace period is abandoned: exit now rather than close files under it.
+    if not agent.stop(settings.sync_shutdown_timeout):
         logging.shutdown()
         os._exit(0)
     return 0
