@@ -173,9 +173,17 @@ class Farm:
             and self.meta("last_result") in ("synced", "noop")
 
     def wait_settled(self, timeout: float = TIMEOUT) -> None:
-        wait_until(lambda: self.died() or self.settled(), timeout, "gitsync to settle (outbox empty, head applied)")
+        """Wait for quiescence: nothing in the outbox, the head applied and the directory holding it. Not reaching
+        it within the timeout is the invariant failing (the directory never comes back to one commit)."""
+        def quiet() -> bool:
+            return self.died() or (self.settled() and self.kit_files() == git_files(self.remote))
+
+        try:
+            wait_until(quiet, timeout, "gitsync to settle (outbox empty, head applied, directory = head)")
+        except AssertionError:
+            assert self.kit_files() == git_files(self.remote), "the directory is not exactly the applied commit"
+            raise
         assert self.alive(), self.log()
-        wait_until(self.settled, timeout, "gitsync to settle (outbox empty, head applied)")
 
     def save(self, job: str, value: str) -> None:
         self.jobs.change(job, args=[value])
