@@ -81,6 +81,8 @@ class SharedRecord:
 
     def applied(self) -> dict[str, Applied]:
         rows = self._call(lambda: self._client.hgetall(self.key))
+        if not rows:
+            rows = self._seed()
         found: dict[str, Applied] = {}
         for name, value in rows.items():
             try:
@@ -92,6 +94,16 @@ class SharedRecord:
 
     def count(self) -> int:
         return int(self._call(lambda: self._client.hlen(self.key)))
+
+    def _seed(self) -> dict[Any, Any]:
+        """HA switched on for a target one replica already served: start from that replica's own record,
+        so its definitions stay gitsync's (not foreign) under the new leader."""
+        mine = self.local.applied()
+        if not mine:
+            return {}
+        rows = {name: json.dumps([a.repo_path, a.fingerprint]) for name, a in mine.items()}
+        self._call(lambda: self._client.hset(self.key, mapping=rows))  # type: ignore[arg-type]
+        return rows
 
     def saved(self, name: str, applied: Applied) -> None:
         self._call(lambda: self._client.hset(self.key, name, json.dumps([applied.repo_path, applied.fingerprint])))

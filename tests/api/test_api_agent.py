@@ -24,7 +24,8 @@ def agents() -> Iterator[list[Agent]]:
     made: list[Agent] = []
     yield made
     for agent in made:
-        agent.stop()
+        if not agent._stop.is_set():
+            agent.stop()
 
 
 @pytest.fixture
@@ -89,3 +90,18 @@ def test_a_follower_is_ready_but_idle_and_a_leader_that_lost_its_lease_saves_not
     assert service.load()["hello"]["args"] == ["hi"]  # fenced: nothing saved
     assert "does not hold the HA lease" in leader.status()["last_message"]
     assert leader.status()["ha"]["role"] == "follower"
+
+
+@pytest.mark.parametrize("service", ["redis"], indirect=True)
+def test_switching_ha_on_keeps_what_the_single_replica_saved_as_gitsyncs(
+        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent], redis_url: str) -> None:
+    seed(remote)
+    single = start_agent(remote, service.url, "a")
+    single.stop()
+    remote.commit({"jobs/hello.kit": HELLO.replace('"hi"', '"with ha"')}, "change hello")
+    replica = start_agent(remote, service.url, "a", **{"ha.redis_url": redis_url, "ha.key": "test:seed"})
+    assert service.load()["hello"]["args"] == ["with ha"]  # saved, not held back as someone else's
+    assert replica.status()["findings"] == []
+    client = redis.Redis.from_url(redis_url)
+    assert sorted(client.hkeys("test:seed:applied:default")) == [b"check-gpu", b"hello", b"render"]
+    client.close()
