@@ -96,7 +96,8 @@ class ApiSyncer:
             if settings.ha_redis_url:  # replicas share what they saved, so a successor neither re-saves nor balks
                 record = SharedRecord(ApiRecord(state, "default"), Secret(settings.ha_redis_url), settings.ha_key)
             target = ApiTarget("default", client, record, prune="all" if settings.target_prune == "all" else "owned")
-            syncer = cls(settings, state, mirror, target)
+            include = tuple(p.strip() for p in settings.target_include.split(",") if p.strip())
+            syncer = cls(settings, state, mirror, target, include=include)
         except BaseException:
             lock.release()
             raise

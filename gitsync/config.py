@@ -65,6 +65,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("target.prune", str, "owned", "jobs-api: owned = remove only definitions gitsync saved and git "
            "deleted; all = git owns the service: remove every definition git does not have",
            choices=("owned", "all")),
+    Option("target.include", str, "", "jobs-api: comma-separated globs, relative to repo.path, of the .kit files "
+           "this target gets (* and ** both cross folders), e.g. \"linux/**, shared/**\"; empty = all"),
     Option("target.timeout", float, 30.0, "jobs-api: seconds one HTTP call to the jobs service may take"),
     Option("target.file_mode", str, "0664", "Permissions (octal) of the files gitsync writes; Farm's jobs service "
            "rewrites files in place on jobs/save and jobs/remove, so they must be writable by its user (group-writable "
@@ -147,6 +149,7 @@ class Settings:
     target_api_key_file: str
     target_api_key_env: str
     target_prune: str
+    target_include: str
     target_timeout: float
     target_file_mode: str
     target_group: str
@@ -312,6 +315,9 @@ def _check_consistency(s: Settings) -> None:
     if s.target_kind == "jobs-api" and s.target_url and not s.target_url.startswith(("http://", "https://")):
         raise ConfigError(f"target.url must be an http:// or https:// URL of the jobs service, got "
                           f"{redact_url(s.target_url)!r}")
+    if s.target_include and s.target_kind != "jobs-api":
+        raise ConfigError("target.include needs target.kind = jobs-api; for a directory target, point repo.path at "
+                          "the folder it gets")
     if s.ha_redis_url and s.target_kind != "jobs-api":
         raise ConfigError("ha.redis_url needs target.kind = jobs-api: replicas share what they saved through Redis; "
                           "a directory target is served by one replica (its state directory holds the manifest)")

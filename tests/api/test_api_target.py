@@ -176,3 +176,31 @@ def test_an_apply_interrupted_part_way_records_what_was_done_and_converges(
     assert dict(syncer.target.client.calls) == {"load": 1, "save": 1}
     assert set(service.load()) == {"hello", "render", "check-gpu"}
     assert syncer.state.get("applied_commit") == remote.head()
+
+
+def test_two_jobs_services_with_different_include_rules_share_a_folder(
+        tmp_path: Path, remote: RemoteRepo, service: Service, make_syncer: Callable[..., ApiSyncer]) -> None:
+    from gitsync.jobs_service.config import JobsServiceConfig
+    from gitsync.secrets import Secret
+
+    windows = Service(JobsServiceConfig(save_location=tmp_path / "windows-defs", api_key=Secret(API_KEY))).start()
+    try:
+        remote.commit({"jobs/linux/render.kit": RENDER, "jobs/windows/check.kit": CHECK,
+                       "jobs/shared/hello.kit": HELLO}, "per-platform folders and a shared one")
+        linux_sync = make_syncer(remote.url, service.url, include=("linux/**", "shared/**"),
+                                 state_dir=tmp_path / "linux-state")
+        windows_sync = make_syncer(remote.url, windows.url, include=("windows/**", "shared/**"),
+                                   state_dir=tmp_path / "windows-state")
+        assert linux_sync.sync().result == "synced" and windows_sync.sync().result == "synced"
+        assert set(service.load()) == {"render", "hello"}
+        assert set(windows.load()) == {"check-gpu", "hello"}
+        windows.stop()  # one service down never holds up the other
+        remote.commit({"jobs/shared/hello.kit": HELLO.replace('"hi"', '"both"')}, "change the shared one")
+        assert windows_sync.sync().result == "error"
+        assert linux_sync.sync().written == ["hello"]
+        windows.start()
+        assert windows_sync.sync().written == ["hello"]
+        assert service.load()["hello"]["args"] == windows.load()["hello"]["args"] == ["both"]
+    finally:
+        windows.stop()
+        windows.http.close()
