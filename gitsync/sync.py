@@ -13,12 +13,12 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
-from gitsync import defset, faults
+from gitsync import defset, faults, progress
 from gitsync.config import Settings
 from gitsync.cycle import StepFailure, Steps
 from gitsync.errors import ConfigError, GitError, StateError, TargetError
@@ -34,6 +34,7 @@ from gitsync.target_dir import DirectoryTarget, Seen
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
 
+_T = TypeVar("_T")
 log = logging.getLogger("gitsync.sync")
 
 Result = Literal["synced", "partial", "noop", "invalid", "refused", "error"]
@@ -451,6 +452,7 @@ class Syncer:
         started = time.monotonic()
         applied = self.state.get("applied_commit")
         try:
+            progress.step(f"fetching {self.settings.repo_branch}")
             head = self.mirror.fetch()
             faults.reached("pull.fetched")
             if applied and not force and not self.target.directory.is_dir():
@@ -471,6 +473,7 @@ class Syncer:
             else:
                 self.adopt_after_state_loss(head)
                 self.unusable_names = ()
+                progress.step(f"validating {head[:12]}")
                 prepared = self.prepare(head, force=force, allow_mass_delete=allow_mass_delete)
                 faults.reached("pull.validated")
                 if self.unusable_names:  # cannot be stored, written or named to Farm: the commit is held back
@@ -478,6 +481,7 @@ class Syncer:
                     result = SyncResult("invalid", head=head, applied=applied, problems=list(bad),
                                         message=f"commit {head[:12]} not applied: {bad[0].format()}")
                 else:
+                    progress.step("writing", 0, len(prepared.plan.of("write")))
                     result = self._apply(prepared)
                 if len(prepared.touched) > _RELEASE_AFTER:
                     del prepared
@@ -523,8 +527,9 @@ class Syncer:
             faults.reached("apply.journalled")
         planned = {t: seen.stat for t, seen in p.seen.items()}
         contents = self.mirror.read_blobs([str(a.blob) for a in writes])  # one cat-file for all of them
-        stats = self.target.write_many(((a.target, data) for a, (_, data) in zip(writes, contents, strict=True)),
-                                       planned, batch=len(writes) > 64) if writes else {}
+        stats = self.target.write_many(((a.target, data) for a, (_, data) in _counted(
+            zip(writes, contents, strict=True), "writing", len(writes))), planned, batch=len(writes) > 64) \
+            if writes else {}
         for a in writes:
             if a.target in stats:
                 owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, stats[a.target])
@@ -591,6 +596,13 @@ class Syncer:
         (log.info if r.ok else log.error)(line)
         for finding in r.findings:
             log.warning("%s: %s", finding.kind, finding.detail)
+
+
+def _counted(items: Iterable[_T], phase: str, total: int) -> Iterator[_T]:
+    """`items`, reporting each one to the progress line (a no-op unless a terminal shows one)."""
+    for done, item in enumerate(items, 1):
+        progress.step(phase, done, total)
+        yield item
 
 
 def _not_in_place(tree: Mapping[str, TreeRecord], owned: Mapping[str, Owned]) -> set[str]:

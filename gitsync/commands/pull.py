@@ -40,8 +40,11 @@ def run_sync(args: argparse.Namespace) -> int:
         syncer = ApiSyncer.from_settings(settings)
     else:
         syncer = Syncer.from_settings(settings)
+    from gitsync.progress import Progress
+
     try:
-        result = syncer.sync(force=args.force, allow_mass_delete=args.allow_mass_delete)
+        with Progress():
+            result = syncer.sync(force=args.force, allow_mass_delete=args.allow_mass_delete)
         from gitsync.commit_status import make_poster
 
         poster = make_poster(settings, syncer.state)

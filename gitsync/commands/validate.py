@@ -9,7 +9,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-from gitsync import defset, farm, kitname
+from gitsync import defset, farm, kitname, progress
 from gitsync.kit import MAX_FILE_SIZE, check_kit
 from gitsync.problems import Problem, to_json
 
@@ -23,9 +23,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gitsync.progress import Progress
+
+    with Progress():
+        checked, extra = _check_all(args)
+        progress.step("checking the set of definitions", len(checked))
+        problems = sorted(extra + [p for found in defset.check_set(checked).values() for p in found])
+    return _report(args, checked, problems)
+
+
+def _check_all(args: argparse.Namespace) -> tuple[list[defset.Checked], list[Problem]]:
     checked: list[defset.Checked] = []
     extra: list[Problem] = []
-    for shown in _files(args.paths, extra):
+    for count, shown in enumerate(_files(args.paths, extra), 1):
+        progress.step("checked", count)
         path = Path(shown)
         if path.is_symlink():
             extra.append(defset.symlink_problem(shown))
@@ -41,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
         checked.append(defset.from_report(shown, report))
         if report.ok and b"{job" in data:
             extra += _companion_folders(shown, data)
-    problems = sorted(extra + [p for found in defset.check_set(checked).values() for p in found])
+    return checked, extra
+
+
+def _report(args: argparse.Namespace, checked: list[defset.Checked], problems: list[Problem]) -> int:
     if args.format == "json":
         print(to_json(problems))
     else:
