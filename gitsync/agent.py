@@ -312,7 +312,10 @@ class Agent:
             m.step_failures.labels(step).inc()
         with contextlib.suppress(Exception):  # the metrics must not turn a recorded failure into a crash
             m.failures.set(int(self.syncer.state.get("consecutive_failures", 0)))
-            m.owned.set(self.syncer.state.owned_count())  # a count, not 10,000 rows loaded every cycle
+            if isinstance(self.syncer, Syncer):
+                m.owned.set(self.syncer.state.owned_count())  # a count, not 10,000 rows loaded every cycle
+            else:  # a jobs service: the definitions gitsync saved there
+                m.owned.set(self.syncer.target.record.count())
             if self.pushback is not None:
                 entries = self.pushback.outbox.entries()
                 m.outbox.set(len(entries))

@@ -15,7 +15,8 @@ class Metrics:
         self.last_success = Gauge("gitsync_last_success_timestamp_seconds", "When the last sync succeeded",
                                   registry=self.registry)
         self.failures = Gauge("gitsync_consecutive_failures", "Failed syncs in a row", registry=self.registry)
-        self.owned = Gauge("gitsync_owned_files", "Definition files gitsync owns in the target",
+        self.owned = Gauge("gitsync_owned_files", "Definition files gitsync owns in the target (jobs-api: "
+                           "definitions it saved)",
                            registry=self.registry)
         self.problems = Gauge("gitsync_problems", "Outstanding validation problems", ["severity"],
                               registry=self.registry)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from gitsync.api_plan import normalise
 from gitsync.api_sync import ApiSyncer
 from gitsync.testing.repos import RemoteRepo
@@ -178,6 +180,7 @@ def test_an_apply_interrupted_part_way_records_what_was_done_and_converges(
     assert syncer.state.get("applied_commit") == remote.head()
 
 
+@pytest.mark.parametrize("service", ["redis"], indirect=True)  # the other one is on a directory store
 def test_two_jobs_services_with_different_include_rules_share_a_folder(
         tmp_path: Path, remote: RemoteRepo, service: Service, make_syncer: Callable[..., ApiSyncer]) -> None:
     from gitsync.jobs_service.config import JobsServiceConfig
