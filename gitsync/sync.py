@@ -41,6 +41,7 @@ Result = Literal["synced", "partial", "noop", "invalid", "refused", "error"]
 _PARALLEL_PARSE_THRESHOLD = 400
 _RELEASE_AFTER = 1000  # files a sync touched before it hands memory back (see _release_memory)
 _BATCH = 2000  # blobs read and checked at a time: bounds memory on a 100,000-file first sync
+_KEEP_READ = 64  # up to this many blobs validated in a pull are kept for its apply
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Syncer:
         self.unusable_names: tuple[Problem, ...] = ()
         self._pool: ProcessPoolExecutor | None = None
         self._leftovers_removed = False
+        self._read: dict[str, bytes] = {}  # blob -> bytes read for validation in this pull (small changes only)
         self._check_state_matches_target()
 
     @classmethod
@@ -421,9 +423,18 @@ class Syncer:
             known.update(found)
         return {path: known[blob] for path, blob in items}
 
+    def _contents(self, blobs: list[str]) -> Iterator[tuple[str, bytes]]:
+        """The blobs' bytes in order: kept from validation for a small change, else one `cat-file --batch`."""
+        read, self._read = self._read, {}
+        if all(blob in read for blob in blobs):
+            return ((blob, read[blob]) for blob in blobs)
+        return self.mirror.read_blobs(blobs)
+
     def _validate(self, blobs: list[str], total: int) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
         s = self.settings
         jobs = [(blob, data, s.sync_strict, s.sync_max_file_size) for blob, data in self.mirror.read_blobs(blobs)]
+        if total <= _KEEP_READ:  # a small change: its apply writes these same bytes, without reading them again
+            self._read = {blob: data for blob, data, _, _ in jobs}
         if total < _PARALLEL_PARSE_THRESHOLD or (os.cpu_count() or 1) < 2:
             reports = [check_kit(data, "", strict=strict, max_size=size) for _, data, strict, size in jobs]
         else:
@@ -526,7 +537,7 @@ class Syncer:
                 for a in [*writes, *deletes]])
             faults.reached("apply.journalled")
         planned = {t: seen.stat for t, seen in p.seen.items()}
-        contents = self.mirror.read_blobs([str(a.blob) for a in writes])  # one cat-file for all of them
+        contents = self._contents([str(a.blob) for a in writes])
         stats = self.target.write_many(((a.target, data) for a, (_, data) in _counted(
             zip(writes, contents, strict=True), "writing", len(writes))), planned, batch=len(writes) > 64) \
             if writes else {}
