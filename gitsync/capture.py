@@ -18,7 +18,7 @@ import toml
 from gitsync import faults
 from gitsync.outbox import Outbox
 from gitsync.state import State
-from gitsync.target_dir import DirectoryTarget, Seen, blob_id
+from gitsync.target_dir import DirectoryTarget, FileTooLarge, Seen, blob_id
 
 log = logging.getLogger("gitsync.capture")
 
@@ -97,7 +97,12 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             reference = None
         if current == reference:
             continue
-        content = target.read(name) if current else None
+        try:
+            content = target.read(name) if current else None
+        except FileTooLarge as exc:  # never read whole, never stored in the outbox
+            log.warning("%s", exc)
+            unreadable.append(name)
+            continue
         if content is not None and not settled(content):
             log.debug("%s is being written or cannot be parsed; looking again later", name)
             unreadable.append(name)
@@ -107,7 +112,11 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         sleep(settle)
     captured: list[str] = []
     for name, content in candidates.items():
-        if target.read(name) != content:
+        try:
+            again = target.read(name)
+        except FileTooLarge:
+            again = b""  # it grew past the limit meanwhile: not stable, looked at again next cycle
+        if again != content:
             log.debug("%s changed while gitsync looked; captured once it is stable", name)
             continue
         mine = owned.get(name)

@@ -44,10 +44,15 @@ def check_kit(data: bytes, path: str, *, strict: bool = False, max_size: int = M
                      "flatten the structure (Farm's parser would fail on it too)")
 
 
+def too_large(size: int, path: str, max_size: int) -> KitReport:
+    """The report for a file over the size limit, from its size alone (its content need never be read)."""
+    return _fail(path, f"file is {size} bytes, over the {max_size}-byte limit",
+                 "split it into smaller files or raise sync.max_file_size")
+
+
 def _check_kit(data: bytes, path: str, *, strict: bool, max_size: int) -> KitReport:
     if len(data) > max_size:
-        return _fail(path, f"file is {len(data)} bytes, over the {max_size}-byte limit",
-                     "split it into smaller files or raise sync.max_file_size")
+        return too_large(len(data), path, max_size)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -23,13 +23,13 @@ from gitsync.config import Settings
 from gitsync.cycle import StepFailure, Steps
 from gitsync.errors import ConfigError, GitError, StateError, TargetError
 from gitsync.gitrepo import APPLIED_REF, Change, GitMirror
-from gitsync.kit import check_kit
+from gitsync.kit import check_kit, too_large
 from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
 from gitsync.outbox import Outbox
 from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
 from gitsync.problems import Problem
 from gitsync.state import State, StateLock, problems_json
-from gitsync.target_dir import DirectoryTarget, Seen
+from gitsync.target_dir import DirectoryTarget, FileTooLarge, Seen
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -119,7 +119,7 @@ class Syncer:
         lock = StateLock(state_dir)
         try:
             target = DirectoryTarget(Path(settings.target_directory), file_mode=settings.file_mode,
-                                     gid=settings.file_gid)
+                                     gid=settings.file_gid, max_file_size=settings.sync_max_file_size)
             syncer = cls(settings, State(state_dir), mirror, target)
         except BaseException:
             lock.release()
@@ -313,7 +313,10 @@ class Syncer:
                 continue
             if before is not None and before[0] == have.stat:
                 continue
-            data = self.target.read(name)
+            try:
+                data = self.target.read(name)
+            except FileTooLarge:
+                data = None  # over the size limit: defines nothing Farm would load either
             names = check_kit(data, name).names if data is not None else ()
             changes[name] = (have.stat, have.blob, names)
             moved.update(names)
@@ -432,6 +435,10 @@ class Syncer:
 
     def _validate(self, blobs: list[str], total: int) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
         s = self.settings
+        sizes = self.mirror.blob_sizes(blobs)  # sizes first: content over the limit is never read
+        over = {blob: too_large(sizes[blob], "", s.sync_max_file_size) for blob in blobs
+                if sizes[blob] > s.sync_max_file_size}
+        blobs = [blob for blob in blobs if blob not in over]
         jobs = [(blob, data, s.sync_strict, s.sync_max_file_size) for blob, data in self.mirror.read_blobs(blobs)]
         if total <= _KEEP_READ:  # a small change: its apply writes these same bytes, without reading them again
             self._read = {blob: data for blob, data, _, _ in jobs}
@@ -443,7 +450,9 @@ class Syncer:
             if self._pool is None:
                 self._pool = validation_pool.start()
             reports = validation_pool.check_all(self._pool, jobs)
-        return {job[0]: (report.names, report.problems) for job, report in zip(jobs, reports, strict=True)}
+        found = {job[0]: (report.names, report.problems) for job, report in zip(jobs, reports, strict=True)}
+        found.update({blob: (report.names, report.problems) for blob, report in over.items()})
+        return found
 
     # -- doing --------------------------------------------------------------------------------------
     def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:

@@ -42,6 +42,15 @@ def temp_name(name: str) -> str:
     return f"{TEMP_PREFIX}{digest}{TEMP_SUFFIX}"
 
 
+class FileTooLarge(ValueError):
+    """A file in the job directory over sync.max_file_size: it is not read, pushed or stored."""
+
+    def __init__(self, name: str, size: int, limit: int) -> None:
+        super().__init__(f"{name} is {size} bytes, over sync.max_file_size ({limit}); not read or pushed until it "
+                         "is smaller")
+        self.name, self.size, self.limit = name, size, limit
+
+
 class Recorded(Protocol):
     """Anything that remembers a file's blob id and stat key (a `Seen`, a manifest entry)."""
 
@@ -63,8 +72,11 @@ DEFAULT_FILE_MODE = 0o664
 
 
 class DirectoryTarget:
-    def __init__(self, directory: Path, *, file_mode: int = DEFAULT_FILE_MODE, gid: int | None = None) -> None:
+    def __init__(self, directory: Path, *, file_mode: int = DEFAULT_FILE_MODE, gid: int | None = None,
+                 max_file_size: int | None = None) -> None:
         self.directory = directory
+        #: Content over this size is never read whole (sync.max_file_size): `read` raises FileTooLarge.
+        self.max_file_size = max_file_size
         self.file_mode = file_mode
         self.gid = gid
         #: Names the last `write_many` could not create, and why (too long, a directory in the way, ...).
@@ -109,9 +121,9 @@ class DirectoryTarget:
                 if previous is not None and previous.stat == key:
                     found[entry.name] = Seen(previous.blob, key)
                     continue
-                data = self.read(entry.name)
-                if data is not None:
-                    found[entry.name] = Seen(blob_id(data), key)
+                blob = self.file_blob(entry.name)
+                if blob is not None:
+                    found[entry.name] = Seen(blob, key)
         return found
 
     def scan_names(self, names: Iterable[str], known: Mapping[str, Recorded]) -> dict[str, Seen]:
@@ -131,16 +143,43 @@ class DirectoryTarget:
             if previous is not None and previous.stat == key:
                 found[name] = Seen(previous.blob, key)
                 continue
-            data = self.read(name)
-            if data is not None:
-                found[name] = Seen(blob_id(data), key)
+            blob = self.file_blob(name)
+            if blob is not None:
+                found[name] = Seen(blob, key)
         return found
 
     def read(self, name: str) -> bytes | None:
+        """The file's content (None if it is gone); `FileTooLarge` over `max_file_size`, checked by size first
+        so a huge file never takes its size in memory."""
         try:
-            return (self.directory / name).read_bytes()
+            with open(self.directory / name, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                limit = self.max_file_size
+                if limit is not None and size > limit:
+                    raise FileTooLarge(name, size, limit)
+                data = handle.read() if limit is None else handle.read(limit + 1)
         except (FileNotFoundError, IsADirectoryError):
             return None
+        if self.max_file_size is not None and len(data) > self.max_file_size:
+            raise FileTooLarge(name, len(data), self.max_file_size)  # it grew while being read
+        return data
+
+    def file_blob(self, name: str) -> str | None:
+        """The git blob id of a file, hashed in chunks: memory stays bounded whatever its size."""
+        try:
+            with open(self.directory / name, "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                digest = hashlib.sha1(b"blob %d\0" % size, usedforsecurity=False)
+                read = 0
+                while chunk := handle.read(1024 * 1024):
+                    digest.update(chunk)
+                    read += len(chunk)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        if read != size:  # changed while hashed: hash what is there now, in one go
+            data = self.read(name) if self.max_file_size is None or read <= self.max_file_size else None
+            return blob_id(data) if data is not None else None
+        return digest.hexdigest()
 
     def stat(self, name: str) -> str:
         return stat_key(os.stat(self.directory / name))
