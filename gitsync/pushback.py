@@ -134,7 +134,8 @@ class PushBack:
             steps = self._carry_all(entries, head)
             files = self._files(steps)
             if files:
-                sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.committer)
+                shown = _in_commit(steps, files)  # the words name only what the commit holds, not what was blocked
+                sha = self.mirror.build_commit(head, files, self._message(shown), self.identity, self.committer)
                 self._note_push(sha, steps)
                 faults.reached("flush.committed")
                 try:
@@ -143,7 +144,7 @@ class PushBack:
                     log.info("branch %s moved on while pushing; rebasing the local change(s)", branch)
                     continue
                 faults.reached("flush.pushed")
-                log.info("pushed %s to %s: %s", sha[:12], branch, self._summary(steps))
+                log.info("pushed %s to %s: %s", sha[:12], branch, self._summary(shown))
             failed = self._conflict_branches([s for s in steps if s.carried.conflicts], head)
             self._settle([s for s in steps if s not in failed])
             self.state.set(push_in_flight=None)
@@ -206,11 +207,12 @@ class PushBack:
             if open_pr is None:
                 open_pr = OpenPullRequest(f"gitsync/changes/{_stamp(self.clock())}", None, "")
                 self.outbox.plan_pull_request(open_pr.branch)  # before the push: a restart reuses the name
-            sha = self.mirror.build_commit(head, files, self._message(steps), self.identity, self.committer)
+            shown = _in_commit(steps, files)
+            sha = self.mirror.build_commit(head, files, self._message(shown), self.identity, self.committer)
             self._push(sha, open_pr.branch, force=True)
             faults.reached("pr.pushed")
-            title = self._summary(steps)
-            body = self._details(steps) + "\n\nOpened by gitsync; merging it makes the change permanent, " \
+            title = self._summary(shown)
+            body = self._details(shown) + "\n\nOpened by gitsync; merging it makes the change permanent, " \
                 "closing it reverts the jobs service to git's version."
             if open_pr.number is not None:
                 pr = self.forge.update_pr(open_pr.number, title, body)
@@ -445,6 +447,11 @@ class PushBack:
         return self.settings.push_message.replace("\\n", "\n").format(
             summary=self._summary(steps), details=self._details(steps), origin=self._origin(steps),
             jobs=", ".join(jobs), host=socket.gethostname(), directory=self.target.directory)
+
+
+def _in_commit(steps: list[Step], files: dict[str, bytes | None]) -> list[Step]:
+    """The steps whose change is in the commit being built (a blocked one is not)."""
+    return [s for s in steps if s.repo_path in files and not s.carried.problems]
 
 
 MESSAGE_PLACEHOLDERS = ("summary", "details", "origin", "jobs", "host", "directory")

@@ -596,6 +596,21 @@ def test_invalid_hand_edit_is_blocked_until_fixed(site: Site, sample_remote: Rem
     assert site.jobs.get("hello-world")["command"] == "/usr/bin/echo"  # type: ignore[index]
 
 
+def test_the_commit_message_names_only_what_the_commit_holds_not_a_blocked_save(
+        site: Site, sample_remote: RemoteRepo) -> None:
+    before = commit_count(sample_remote)
+    with site.paused():  # both edits meet in one cycle
+        site.file("hello-world.kit").write_text(HELLO.replace('command = "/bin/echo"\n', ""), encoding="utf-8")
+        site.file("gpu-checks.kit").write_text(GPU_CHECKS.replace('"--format=csv,noheader"', '"--format=csv"'),
+                                               encoding="utf-8")
+    wait_for_commit(sample_remote, before)
+    assert changed_files(sample_remote) == ["jobs/ops/gpu-checks.kit"]
+    text = message(sample_remote)
+    assert "check-driver" in text
+    assert "hello-world" not in text, text
+    assert [b for b in site.status()["outbox_blocked"] if b.startswith("hello-world.kit")]
+
+
 def test_a_local_file_that_does_not_parse_is_shown_in_status_and_pushed_once_it_does(
         site: Site, sample_remote: RemoteRepo) -> None:
     before = commit_count(sample_remote)
