@@ -123,7 +123,7 @@ class State:
             self._open()
         except sqlite3.Error as exc:
             self._db.close()
-            raise StateError(damaged(self.path, exc)) from None
+            raise StateError(explain(self.path, exc)) from None
 
     def _open(self) -> None:
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -163,14 +163,8 @@ class State:
         """SQLite failures become one line naming the file and the fix; nothing was committed."""
         try:
             yield
-        except sqlite3.OperationalError as exc:
-            text = str(exc)
-            if "full" in text or "disk I/O" in text:
-                raise StateError(f"cannot write state database {self.path}: {text}; free space on its disk "
-                                 "(nothing was recorded; the next sync retries)") from None
-            raise StateError(f"state database {self.path}: {text}") from None
-        except sqlite3.DatabaseError as exc:
-            raise StateError(damaged(self.path, exc)) from None
+        except sqlite3.Error as exc:
+            raise StateError(explain(self.path, exc)) from None
 
     # -- meta -------------------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -367,6 +361,18 @@ def ensure_state_dir(directory: Path) -> None:
                          "directory") from None
     except OSError as exc:
         raise StateError(f"cannot create state directory {directory}: {exc.strerror}") from None
+
+
+def explain(path: Path, exc: sqlite3.Error) -> str:
+    """One line for a SQLite failure: a full or failing disk is not a damaged database (moving it away would
+    lose the outbox for nothing)."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        if "full" in text or "disk I/O" in text:
+            return (f"cannot write state database {path}: {text}; free space on its disk (nothing was "
+                    "recorded; the next sync retries)")
+        return f"state database {path}: {text}"
+    return damaged(path, exc)
 
 
 def damaged(path: Path, exc: Exception) -> str:
