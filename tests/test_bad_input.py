@@ -247,6 +247,10 @@ def _cli_setup(root: Path, step: str, remote: RemoteRepo) -> None:
     elif step == "force-push":
         git("commit", "--quiet", "--amend", "--allow-empty", "-m", "rewritten", cwd=remote.work)
         git("push", "--quiet", "--force", "origin", "HEAD:refs/heads/main", cwd=remote.work)
+    elif step == "directory-in-the-way":  # where the next commit's new file should go
+        (root / "defs" / "corpus-new.kit").mkdir()
+    elif step == "fifo-in-the-way":
+        os.mkfifo(root / "defs" / "corpus-new.kit")
     elif step == "local-edit":
         with open(root / "defs" / "hello-world.kit", "a", encoding="utf-8") as handle:
             handle.write("# edited by hand\n")
@@ -281,7 +285,8 @@ def run_cli_case(case: dict[str, Any], tmp: Path, capsys: pytest.CaptureFixture[
     for step in case.get("setup", []):
         _cli_setup(root, step, remote)
     values["head"] = remote.remote_head()[:12] if not case.get("empty_remote") else ""
-    before = snapshot(root / "defs") if (root / "defs").is_dir() else None
+    keep = case["expect"].get("target_unchanged", True)
+    before = snapshot(root / "defs") if keep and (root / "defs").is_dir() else None
     ran = gitsync(capsys, *[_fill(a, **values) for a in case["args"]])
     expect = case["expect"]
     assert ran.code == expect["exit"], ran.err
@@ -296,7 +301,7 @@ def run_cli_case(case: dict[str, Any], tmp: Path, capsys: pytest.CaptureFixture[
     if expect.get("one_line", True) and ran.code == 1:
         errors = [line for line in lines if line.startswith("gitsync: error:")]
         assert len(errors) == 1, ran.err
-    if expect.get("target_unchanged", True) and before is not None:
+    if before is not None:
         assert snapshot(root / "defs") == before, "the last good definitions were changed"
     assert not marker.exists(), "a command from the input ran"
     for step in case.get("then", []):
