@@ -420,10 +420,15 @@ class Syncer:
         rules = self._validation_key()
         known = self.state.validations({blob for _, blob in items}, rules)
         todo = list(dict.fromkeys(blob for _, blob in items if blob not in known))
-        for at in range(0, len(todo), _BATCH):
-            found = self._validate(todo[at:at + _BATCH], len(todo))
-            self.state.remember_validations(rules, found)
-            known.update(found)
+        try:
+            for at in range(0, len(todo), _BATCH):
+                found = self._validate(todo[at:at + _BATCH], len(todo))
+                self.state.remember_validations(rules, found)
+                known.update(found)
+        finally:
+            if self._pool is not None:  # idle workers would hold memory until the next first-sync-sized change
+                self._pool.shutdown()
+                self._pool = None
         return {path: known[blob] for path, blob in items}
 
     def _contents(self, blobs: list[str]) -> Iterator[tuple[str, bytes]]:
