@@ -19,11 +19,14 @@ from gitsync.commit_status import StatusPoster
 from gitsync.config import Settings
 from gitsync.cycle import STEPS, Steps
 from gitsync.dirty import DirtySet
+from gitsync.maintenance import Maintenance, describe_state
 from gitsync.metrics import Metrics
 from gitsync.outbox import Outbox
 from gitsync.pushback import PushBack
+from gitsync.quiet import Heartbeat
 from gitsync.report import status_report
 from gitsync.sync import Syncer, SyncResult
+from gitsync.turn import turn
 from gitsync.watch import Debouncer, DirectoryWatcher
 
 if TYPE_CHECKING:
@@ -64,6 +67,8 @@ class Agent:
         self._done = threading.Condition()
         self._tracebacks_logged: set[str] = set()
         self._current_step = ""
+        self.upkeep = Maintenance(settings, syncer.state, syncer.mirror)
+        self.heartbeat = Heartbeat(settings.log_heartbeat)
 
     # -- triggers -----------------------------------------------------------------------------------
     def request_sync(self, reason: str) -> None:
@@ -213,6 +218,17 @@ class Agent:
             self.run_once(reason)
 
     def run_once(self, reason: str) -> SyncResult:
+        """One cycle, then upkeep. The whole of it holds the turn on the state directory, so a command beside
+        the agent (rollback, plan, outbox drop) waits for its end instead of fighting for the state lock."""
+        with turn(self.settings.state_path):
+            result = self._cycle(reason)
+            self._between_cycles(result)
+        with self._done:
+            self.syncs_done += 1
+            self._done.notify_all()
+        return result
+
+    def _cycle(self, reason: str) -> SyncResult:
         """One cycle, each step in its own error boundary: a step that fails is recorded and the next one
         still runs, so definitions keep arriving from git whatever push-back runs into."""
         log.debug("cycle requested by %s", reason)
@@ -236,10 +252,12 @@ class Agent:
                 with steps.step("capture"):  # stable local changes -> outbox
                     self._current_step = "capture"
                     capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
-                            self.settings.sync_max_delete_share, names=local, settle=self.settings.push_debounce)
-                with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
-                    self._current_step = "flush"
-                    self.pushback.flush()
+                            self.settings.sync_max_delete_share, names=local, settle=self.settings.push_debounce,
+                            max_file_size=self.settings.sync_max_file_size)
+                if not self.settings.repo_ref:  # pinned (repo.ref): local changes wait in the outbox
+                    with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
+                        self._current_step = "flush"
+                        self.pushback.flush()
             if self._stop.is_set():  # shutting down: the pull and the record wait for the next start
                 if self._dirty is not None:
                     self._dirty.everything()
@@ -259,9 +277,6 @@ class Agent:
         if self.status_poster is not None:
             self.status_poster.after_sync(result)
         self._observe(result)
-        with self._done:
-            self.syncs_done += 1
-            self._done.notify_all()
         return result
 
     def _local_changes(self) -> set[str] | None:
@@ -296,6 +311,15 @@ class Agent:
         """/syncz: a cycle has succeeded, and the latest one failed in no step (for monitors, not for Kubernetes
         readiness: a failing push-back must not take Farm's API out of its Service)."""
         return self.ready.is_set() and self.last_result is not None and self.last_result.ok
+
+    def _between_cycles(self, result: SyncResult) -> None:
+        """Upkeep off the sync path: after the cycle, still holding the turn and so never during a fetch or push."""
+        self.heartbeat.observe(result.result)
+        try:
+            self.upkeep.run_if_due(active=result.result != "noop")
+            self.heartbeat.beat_if_due(lambda: describe_state(self.syncer.state))
+        except Exception:  # upkeep must never take the agent down
+            log.exception("maintenance crashed (this is a bug in gitsync); syncing goes on")
 
     def _observe(self, result: SyncResult) -> None:
         self.last_result = result

@@ -51,13 +51,14 @@ def settled(content: bytes) -> bool:
 
 def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_share: float = 0.5,
             names: set[str] | None = None, *, settle: float = 0.0,
-            sleep: Callable[[float], None] = time.sleep) -> list[str]:
+            sleep: Callable[[float], None] = time.sleep, max_file_size: int = 1024 * 1024) -> list[str]:
     """Record every stable local change; returns the targets captured. `names`: only these files (and the
     outbox's) may have changed, as the watcher saw; None looks at every file.
 
     A change is captured only if it looks the same at two looks `settle` seconds apart: a cycle can
     start at any instant (timer, webhook, SIGHUP), and one sampled between Farm's delete and its write
     would otherwise commit a deletion. A file that changed between the looks is left for a later cycle.
+    Content over `max_file_size` is never stored.
     """
     if not target.directory.is_dir():
         log.warning("job directory %s does not exist; not looking for local changes", target.directory)
@@ -76,6 +77,7 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         total = -1  # counted only if needed
     baseline = _foreign_baseline(outbox, baseline, seen, owned, pending, target, looked)
     unreadable: list[str] = []
+    oversized: list[str] = []
     vanished = [t for t in owned if t not in seen and t not in pending]
     if len(vanished) > 1 and total < 0:
         total = state.owned_count()
@@ -99,9 +101,10 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             continue
         try:
             content = target.read(name) if current else None
-        except FileTooLarge as exc:  # never read whole, never stored in the outbox
-            log.warning("%s", exc)
-            unreadable.append(name)
+            if content is not None and len(content) > max_file_size:
+                raise FileTooLarge(name, len(content), max_file_size)
+        except FileTooLarge:  # never read whole, never stored in the outbox; logged once by _remember_oversized
+            oversized.append(name)
             continue
         if content is not None and not settled(content):
             log.debug("%s is being written or cannot be parsed; looking again later", name)
@@ -126,6 +129,7 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         faults.reached("capture.put")
         captured.append(name)
     _remember_unreadable(state, unreadable)
+    _remember_oversized(state, oversized, max_file_size)
     if captured:
         log.info("captured local change(s) to %s", ", ".join(captured))
     return captured
@@ -160,3 +164,12 @@ def _remember_unreadable(state: State, names: list[str]) -> None:
     after = {name: before.get(name, now) for name in names}
     if after != before:
         state.set(unreadable_local=after)
+
+
+def _remember_oversized(state: State, names: list[str], limit: int) -> None:
+    before: list[str] = state.get("oversized_local", [])
+    for name in sorted(set(names) - set(before)):
+        log.error("%s in the target is larger than sync.max_file_size (%d bytes); it is not pushed and not stored "
+                  "until it is smaller", name, limit)
+    if sorted(names) != sorted(before):
+        state.set(oversized_local=sorted(names))

@@ -1,7 +1,21 @@
 """The `gitsync` command line: parsing and the one place that turns errors into exit codes.
 
-Exit codes: 0 success, 1 an error the user can fix (one line on stderr), 2 bad usage,
-3 a bug (with a traceback), 4 `gitsync plan` found changes pending, 130 interrupted.
+Exit codes (the README's table is this one):
+
+    0    success; `sync --once`: the directory holds the applied commit's definitions;
+         `plan`: nothing would change
+    1    an error the user can fix (one line on stderr): config, git, network, disk
+    2    bad usage (unknown flag or command)
+    3    a bug in gitsync (with a traceback)
+    4    `plan`: a sync would change the directory
+    5    `sync --once`: drift left in place (managed files changed locally, or local changes waiting to
+         be pushed); `--force` restores git's version
+    6    `sync --once`: applied, except held files (invalid in git, or clashing with a file gitsync
+         does not own)
+    7    refused: the commit was not applied (invalid definitions, mass deletion, an invalid rollback);
+         the last good commit stays
+    8    `rollback`: the revert conflicts with later commits; nothing was changed
+    130  interrupted
 """
 
 from __future__ import annotations
@@ -18,6 +32,7 @@ from gitsync.errors import GitsyncError
 from gitsync.secrets import install_redaction, scrub
 
 EXIT_OK, EXIT_ERROR, EXIT_BUG, EXIT_CHANGES_PENDING, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
+EXIT_DRIFT, EXIT_HELD, EXIT_REFUSED, EXIT_CONFLICT = 5, 6, 7, 8
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -41,7 +56,7 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gitsync.commands import demo, init, pull, run, status, validate
+    from gitsync.commands import demo, init, manage, pull, rollback, run, status, validate
     from gitsync.jobs_service import cli as jobs_service_cli
 
     parser = argparse.ArgumentParser(prog="gitsync", description="Keep Omniverse Farm job definitions in sync "
@@ -69,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_arguments(command("status", status.run, "show the applied commit, the last result and any "
                                  "outstanding problems", settings=True))
     status.add_history_arguments(command("history", status.run_history, "list recent syncs", settings=True))
+    rollback.add_arguments(command("rollback", rollback.run, "revert a commit (or everything after one) in git, "
+                                   "push it and sync", settings=True))
+    manage.add_outbox_arguments(command("outbox", manage.run_outbox, "list local changes waiting to reach git; "
+                                        "retry them now or drop one to a conflict branch", settings=True))
+    manage.add_conflicts_arguments(command("conflicts", manage.run_conflicts, "list conflict branches; "
+                                           "acknowledge them so they leave status", settings=True))
     jobs_service_cli.add_arguments(command("jobs-service", jobs_service_cli.run,
                                            "run the Farm-compatible jobs service (a stand-in for development)"))
     demo.add_arguments(command("demo", demo.run, "sample repo + jobs service + agent, syncing both ways"))

@@ -52,6 +52,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("repo.ssh_key_file", str, "", "Private key for ssh:// and git@ URLs"),
     Option("repo.known_hosts_file", str, "", "known_hosts file to verify the ssh host key strictly"),
     Option("repo.fetch_depth", int, 0, "Fetch only this many commits (0 = full history, needed for rollback)"),
+    Option("repo.ref", str, "", "A tag or commit to hold the directory at instead of the branch head (pinning); "
+           "local changes wait in the outbox while pinned", flag="--ref"),
     Option("target.directory", str, "", "Job directory the Farm jobs service watches (its "
            "new_job_definition_save_location or one of its job_directories)", flag="--target"),
     Option("target.kind", str, "directory", "directory: write .kit files into target.directory; jobs-api: save "
@@ -75,6 +77,19 @@ OPTIONS: tuple[Option, ...] = (
            "shared with Farm's container (empty = the process's own group)"),
     Option("state.dir", str, "", "Where gitsync keeps its mirror and state database "
            "(default: ~/.local/state/gitsync)", flag="--state-dir"),
+    Option("state.history_limit", int, 1000, "Sync history rows kept in the state database"),
+    Option("state.conflicts_limit", int, 50, "Conflict-branch records kept for `gitsync conflicts` and status"),
+    Option("state.validation_cache", int, 5000, "Validation results kept for file versions outside the applied "
+           "commit (earlier versions, refused commits); beyond this, maintenance drops them"),
+    Option("maintenance.interval", float, 30.0, "Seconds between full maintenance checks between cycles (packing "
+           "the mirror when needed, a checkpoint of the state database); after a cycle that fetched or pushed, the "
+           "mirror is also checked at once (0 = never)"),
+    Option("maintenance.loose_objects", int, 50, "Loose objects in the mirror that make maintenance pack them "
+           "(each takes at least 4 KiB on disk)"),
+    Option("maintenance.max_packs", int, 50, "Packs in the mirror that make maintenance run a full git gc"),
+    Option("maintenance.prune_grace", float, 600.0, "Seconds an unreachable object (a rejected push, a conflict "
+           "commit) stays in the mirror before maintenance deletes it"),
+    Option("log.heartbeat", float, 3600.0, "Seconds between the INFO heartbeat lines of an agent (0 = none)"),
     Option("sync.interval", float, 30.0, "Seconds between syncs (Farm agents poll every 30 s too)",
            flag="--interval"),
     Option("sync.cron", str, "", "Cron expression (5 fields) to use instead of the interval", flag="--cron"),
@@ -143,6 +158,7 @@ class Settings:
     repo_ssh_key_file: str
     repo_known_hosts_file: str
     repo_fetch_depth: int
+    repo_ref: str
     target_directory: str
     target_kind: str
     target_url: str
@@ -154,6 +170,14 @@ class Settings:
     target_file_mode: str
     target_group: str
     state_dir: str
+    state_history_limit: int
+    state_conflicts_limit: int
+    state_validation_cache: int
+    maintenance_interval: float
+    maintenance_loose_objects: int
+    maintenance_max_packs: int
+    maintenance_prune_grace: float
+    log_heartbeat: float
     sync_interval: float
     sync_cron: str
     sync_jitter: float
@@ -298,11 +322,21 @@ def _check_consistency(s: Settings) -> None:
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{key} must be more than 0 seconds, got {value}")
     for key, value in (("sync.jitter", s.sync_jitter), ("sync.max_file_size", s.sync_max_file_size),
-                       ("repo.fetch_depth", s.repo_fetch_depth)):
+                       ("repo.fetch_depth", s.repo_fetch_depth), ("maintenance.interval", s.maintenance_interval),
+                       ("maintenance.prune_grace", s.maintenance_prune_grace), ("log.heartbeat", s.log_heartbeat)):
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{key} must be 0 or more, got {value}")
     if s.server_webhook_max_body <= 0:
         raise ConfigError(f"server.webhook_max_body must be more than 0 bytes, got {s.server_webhook_max_body}")
+    for key, count in (("state.history_limit", s.state_history_limit),
+                       ("state.conflicts_limit", s.state_conflicts_limit),
+                       ("state.validation_cache", s.state_validation_cache),
+                       ("maintenance.loose_objects", s.maintenance_loose_objects),
+                       ("maintenance.max_packs", s.maintenance_max_packs)):
+        if count < 1:
+            raise ConfigError(f"{key} must be 1 or more, got {count}")
+    if s.repo_ref.startswith("-") or any(c in s.repo_ref for c in " \t\n~^:?*[\\") or ".." in s.repo_ref:
+        raise ConfigError(f"repo.ref must be a tag name or a commit id, got {s.repo_ref!r}")
     if not 0 < s.sync_max_delete_share <= 1:
         raise ConfigError(f"sync.max_delete_share must be in (0, 1], got {s.sync_max_delete_share}")
     _check_not_option_like(s)
@@ -393,7 +427,7 @@ def starter_file() -> str:
     lines = ["# gitsync configuration. Every key can also be set with a GITSYNC_* environment variable",
              "# (shown after each key) or a command-line flag; flags win over the environment, which wins",
              "# over this file.", ""]
-    for section in ("repo", "target", "state", "sync", "push", "ha", "server"):
+    for section in ("repo", "target", "state", "sync", "push", "ha", "server", "maintenance", "log"):
         lines.append(f"[{section}]")
         for option in (o for o in OPTIONS if o.key.startswith(section + ".")):
             lines.append(f"# {option.help}  ({option.env})")

@@ -35,6 +35,7 @@ log = logging.getLogger("gitsync.git")
 _LOCK = threading.RLock()
 REMOTE_REF = "refs/gitsync/remote"
 APPLIED_REF = "refs/gitsync/applied"
+PINNED_REF = "refs/gitsync/pinned"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
@@ -560,7 +561,10 @@ class GitMirror:
                       f"{'+' if force else ''}{sha}:refs/heads/{branch}", network=True)
         except GitError as exc:
             text = exc.detail
-            if any(m in text for m in ("non-fast-forward", "fetch first", "[rejected]", "stale info", "were rejected")):
+            # "cannot lock ref ... but expected": another push updated the branch while ours ran (the remote's
+            # atomic ref update lost the race): the branch moved on, exactly like a non-fast-forward.
+            if any(m in text for m in ("non-fast-forward", "fetch first", "[rejected]", "stale info", "were rejected",
+                                       "cannot lock ref")):
                 raise PushRejected(f"push to {branch!r} was rejected: the branch moved on") from None
             raise
 
@@ -574,3 +578,115 @@ class GitMirror:
                 return None
             raise
         return self.resolve(ref)
+
+    # -- pinning and rollback (pinning.py, commands/rollback.py) -------------------------------------
+    def fetch_tag(self, tag: str) -> str | None:
+        """Fetch one tag into PINNED_REF; the commit it points at, or None when the remote has no such tag."""
+        try:
+            self._run("fetch", "fetch", "--no-tags", "--quiet", "--", self.url, f"+refs/tags/{tag}:{PINNED_REF}",
+                      network=True)
+        except GitError as exc:
+            if "couldn't find remote ref" in str(exc):
+                return None
+            raise
+        return self.resolve(PINNED_REF)
+
+    def fetch_commit(self, sha: str) -> bool:
+        """Fetch one commit by its full id (servers allow this for reachable commits); False if refused."""
+        try:
+            self._run("fetch", "fetch", "--no-tags", "--quiet", "--", self.url, sha, network=True)
+        except GitError:
+            return False
+        return self.has_commit(sha)
+
+    def find_commit(self, name: str) -> str | None:
+        """A commit id (full or abbreviated) or ref name resolved in the mirror, or None."""
+        try:
+            return self.resolve(name) or None
+        except GitError:
+            return None
+
+    def subject(self, sha: str) -> str:
+        return self._run("log", "log", "-1", "--format=%s", sha, "--").strip()
+
+    def count_commits(self, older: str, newer: str) -> int:
+        return int(self._run("rev-list", "rev-list", "--count", f"{older}..{newer}", "--").strip() or 0)
+
+    def first_parent(self, sha: str) -> str | None:
+        out = self._run("rev-list", "rev-list", "--parents", "-n", "1", sha, "--").split()
+        return out[1] if len(out) > 1 else None
+
+    def tree_of(self, sha: str) -> str:
+        return self._run("rev-parse", "rev-parse", "--verify", f"{sha}^{{tree}}").strip()
+
+    def commit_tree(self, tree: str, parents: list[str], message: str, author: Identity, committer: Identity) -> str:
+        env = {**git_env(self.credentials), "GIT_AUTHOR_NAME": author.name, "GIT_AUTHOR_EMAIL": author.email,
+               "GIT_COMMITTER_NAME": committer.name, "GIT_COMMITTER_EMAIL": committer.email}
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gitsync-msg-") as tmp, self._git("commit-tree") as g:
+            msg = Path(tmp) / "msg"
+            msg.write_text(message, encoding="utf-8")
+            args = ["git", "commit-tree", tree, *(x for p in parents for x in ("-p", p)), "-F", str(msg)]
+            return str(g.execute(args, env=env)).strip()
+
+    def merge_trees(self, ours: str, theirs: str) -> tuple[str, list[str]]:
+        """git's own three-way merge (`merge-tree --write-tree`, the ort merge `git revert` uses) of two
+        commits over their merge base, without a work tree: the tree it wrote and the paths that conflict."""
+        with self._git("merge-tree") as g:
+            status, out, err = g.execute(["git", "merge-tree", "--write-tree", "--name-only", "--no-messages",
+                                          ours, theirs], env=git_env(self.credentials), with_extended_output=True,
+                                         with_exceptions=False)
+        if status not in (0, 1):
+            raise GitError(f"git merge-tree failed: {redact_text(str(err).strip(), self.credentials.token)}")
+        lines = str(out).splitlines()
+        return lines[0].strip(), [line for line in lines[1:] if line.strip()] if status == 1 else []
+
+    # -- upkeep (maintenance.py decides when; these only run git) -------------------------------------
+    def count_objects(self) -> ObjectCounts:
+        return parse_count_objects(self._run("count-objects", "count-objects", "-v"))
+
+    def pack_loose(self, *, prune_grace: float) -> None:
+        """Pack the loose objects that are still reachable into one more pack (git's incremental repack, as
+        `gc --auto` runs it), then delete unreachable loose objects older than the grace period. Started on
+        gitsync's exact count rather than git's `gc --auto` estimate (one of 256 object folders), which
+        misses small mirrors."""
+        self._run("repack", "repack", "-d", "-l", "-q", "--no-write-bitmap-index")
+        self._run("prune", "prune", f"--expire={max(0, int(prune_grace))}.seconds.ago")
+
+    def pack_all_loose(self) -> None:
+        """git's own `loose-objects` maintenance task: every loose object, reachable or not, into one pack."""
+        self._run("maintenance", "maintenance", "run", "--task=loose-objects", "--quiet")
+
+    def gc(self, *, prune_grace: float) -> None:
+        """git's own full `gc`: one pack, unreachable objects younger than the grace period in a cruft pack,
+        older ones deleted. Both commands run in the foreground under the one git lock, so they never overlap
+        a fetch or a push; git's repack and gc are safe to interrupt (packs are written to temporary files
+        and renamed, objects are deleted only once they are packed)."""
+        self._run("gc", "-c", "gc.autoDetach=false", "-c", "gc.worktreePruneExpire=now", "gc", "--quiet", "--cruft",
+                  f"--prune={max(0, int(prune_grace))}.seconds.ago")
+
+@dataclass(frozen=True)
+class ObjectCounts:
+    """`git count-objects -v`: what the mirror holds on disk."""
+
+    loose: int
+    loose_kib: int
+    packs: int
+    in_pack: int
+    pack_kib: int
+
+    @property
+    def objects(self) -> int:
+        return self.loose + self.in_pack
+
+
+def parse_count_objects(text: str) -> ObjectCounts:
+    values = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().isdigit():
+            values[key.strip()] = int(value)
+    return ObjectCounts(values.get("count", 0), values.get("size", 0), values.get("packs", 0),
+                        values.get("in-pack", 0), values.get("size-pack", 0))
+

@@ -183,6 +183,11 @@ class PushBack:
                     "pushed", flight["commit"][:12], len(flight["entries"]))
         return True
 
+    def drop(self, entries: list[Entry]) -> None:
+        """An operator gives up on these changes (`gitsync outbox drop`): each is kept on a conflict branch,
+        so nothing is lost, and git's version returns to the directory with the next pull."""
+        self._revert_only(entries)
+
     def _revert_only(self, entries: list[Entry]) -> bool:
         """Strict GitOps: keep a copy of each local change on a conflict branch, then let git win."""
         head = self.mirror.fetch()
@@ -397,7 +402,8 @@ class PushBack:
                           ", ".join(jobs), branch, exc)
                 failed.append(step)
                 continue
-            conflicts = [c for c in self.state.get("conflicts", []) if c["branch"] != branch][-49:]
+            keep = self.settings.state_conflicts_limit - 1
+            conflicts = [c for c in self.state.get("conflicts", []) if c["branch"] != branch][-keep:] if keep else []
             conflicts.append({"branch": branch, "jobs": list(jobs), "at": self.clock()})
             self.state.set(conflicts=conflicts)
             log.warning("conflict on %s: git changed it too; git's version stays, the local one is on branch %s",

@@ -18,6 +18,7 @@ def status_report(settings: Settings, state: State) -> dict[str, Any]:
     report: dict[str, Any] = {
         "repository": redact_url(settings.repo_url),
         "branch": settings.repo_branch,
+        "pinned_ref": settings.repo_ref or None,
         "path": settings.repo_path,
         "target": settings.target_directory,
         "applied_commit": state.get("applied_commit"),
@@ -62,8 +63,10 @@ def extra_status(state: State) -> dict[str, Any]:
     found["push_last_error"] = state.get("push_last_error", "")
     pr = Outbox(state).pull_request()
     found["open_pull_request"] = (pr.url or pr.branch) if pr else None
-    found["conflicts"] = state.get("conflicts", [])[-10:]
+    found["conflicts"] = [c for c in state.get("conflicts", []) if not c.get("acknowledged")][-10:]
     found["unreadable_local_files"] = sorted(state.get("unreadable_local", {}))
+    found["oversized_local_files"] = state.get("oversized_local", [])
+    found["maintenance"] = state.get("maintenance") or {}
     return found
 
 
@@ -78,6 +81,8 @@ def render_text(report: dict[str, Any]) -> str:
     applied = report["applied_commit"]
     lines = [
         f"repository   {report['repository']} (branch {report['branch']}, path {report['path'] or '/'})",
+        *([f"pinned       to {report['pinned_ref']} (repo.ref); local changes wait in the outbox"]
+          if report.get("pinned_ref") else []),
         f"target       {report['target']}",
         f"applied      {applied[:12] + ' ' + report['applied_summary'] if applied else 'nothing yet'}",
         f"applied at   {when(report['applied_at'])}",
@@ -109,6 +114,8 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"pull request {report['open_pull_request']}")
     for name in report["unreadable_local_files"]:
         lines.append(f"unreadable   {name} in the target does not parse; not pushed until it does")
+    for name in report.get("oversized_local_files", []):
+        lines.append(f"too large    {name} in the target is over sync.max_file_size; not pushed until it is smaller")
     for conflict in report["conflicts"]:
         lines.append(f"conflict     {', '.join(conflict['jobs'])}: local version on branch {conflict['branch']}")
     for problem in report["problems"]:

@@ -75,6 +75,12 @@ CREATE TABLE IF NOT EXISTS foreign_files (
 
 
 SCHEMA_VERSION = 1
+#: Bytes the write-ahead log is truncated to after each checkpoint (maintenance truncates it to 0).
+WAL_SIZE_LIMIT = 1024 * 1024
+
+
+class StateBusy(ConfigError):
+    """Another gitsync process (an agent, a `sync --once`) works on this state directory."""
 
 
 class StateLock:
@@ -94,7 +100,7 @@ class StateLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise ConfigError(f"state directory {directory} is in use by {holder}; wait for it to finish or "
+            raise StateBusy(f"state directory {directory} is in use by {holder}; wait for it to finish or "
                               "give this run its own --state-dir") from None
         self._file.seek(0)
         self._file.truncate()
@@ -132,6 +138,7 @@ class State:
         check = self._db.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError(check)
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # SQLite never shrinks the WAL by itself
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         has_tables = self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
         if has_tables and version != SCHEMA_VERSION:
@@ -145,6 +152,28 @@ class State:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def prune_validation(self, keep_extra: int) -> int:
+        """Bound the validation cache: when it holds more than `keep_extra` results for blobs outside the
+        applied tree (earlier versions of files, refused commits), drop those; the applied tree's stay.
+        Returns the rows deleted."""
+        with self._lock:
+            total = self._db.execute("SELECT COUNT(*) FROM validation").fetchone()[0]
+            in_tree = self._db.execute("SELECT COUNT(*) FROM validation WHERE blob IN (SELECT blob FROM tree)"
+                                       ).fetchone()[0]
+            if total - in_tree <= keep_extra:
+                return 0
+        with self.transaction() as db:
+            return int(db.execute("DELETE FROM validation WHERE blob NOT IN (SELECT blob FROM tree)").rowcount)
+
+    def checkpoint(self) -> int:
+        """Fold the write-ahead log into the database and truncate it (SQLite's automatic checkpoints never
+        shrink the file); returns the WAL's size in bytes afterwards. A reader holding an old snapshot
+        (a `gitsync status` just then) makes this a partial checkpoint; the next one finishes it."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        wal = self.path.with_name(self.path.name + "-wal")
+        return wal.stat().st_size if wal.exists() else 0
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

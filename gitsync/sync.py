@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from gitsync import defset, faults, progress
+from gitsync import defset, faults, progress, quiet
 from gitsync.config import Settings
 from gitsync.cycle import StepFailure, Steps
 from gitsync.errors import ConfigError, GitError, StateError, TargetError
@@ -26,6 +26,7 @@ from gitsync.gitrepo import APPLIED_REF, Change, GitMirror
 from gitsync.kit import check_kit, too_large
 from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
 from gitsync.outbox import Outbox
+from gitsync.pinning import fetch_target
 from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
 from gitsync.problems import Problem
 from gitsync.state import State, StateLock, problems_json
@@ -108,7 +109,9 @@ class Syncer:
         self._check_state_matches_target()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Syncer:
+    def from_settings(cls, settings: Settings, *, lock: bool = True) -> Syncer:
+        """`lock=False` opens the state beside a running agent: only for a command that takes its turn
+        (turn.py) or only reads."""
         from gitsync.credentials import credentials_from
 
         settings.require("repo.url", "target.directory")
@@ -116,15 +119,16 @@ class Syncer:
         mirror = GitMirror(state_dir / "mirror.git", _normalise_url(settings.repo_url), settings.repo_branch,
                            credentials=credentials_from(settings), timeout=settings.sync_timeout,
                            depth=settings.repo_fetch_depth)
-        lock = StateLock(state_dir)
+        held = StateLock(state_dir) if lock else None
         try:
             target = DirectoryTarget(Path(settings.target_directory), file_mode=settings.file_mode,
                                      gid=settings.file_gid, max_file_size=settings.sync_max_file_size)
             syncer = cls(settings, State(state_dir), mirror, target)
         except BaseException:
-            lock.release()
+            if held is not None:
+                held.release()
             raise
-        syncer._lock = lock
+        syncer._lock = held
         syncer.pending = Outbox(syncer.state).held_targets  # an agent's unpushed changes are not drift
         return syncer
 
@@ -477,14 +481,14 @@ class Syncer:
         started = time.monotonic()
         applied = self.state.get("applied_commit")
         try:
-            progress.step(f"fetching {self.settings.repo_branch}")
-            head = self.mirror.fetch()
+            progress.step(f"fetching {self.settings.repo_ref or self.settings.repo_branch}")
+            head = fetch_target(self.mirror, self.settings.repo_ref)
             faults.reached("pull.fetched")
             if applied and not force and not self.target.directory.is_dir():
                 raise TargetError(f"the job directory {self.target.directory} is gone (deleted or unmounted?); "
                                   "nothing was written: restore or mount it, or run with --force to recreate it "
                                   "with git's definitions")
-            if applied and applied != head and self.mirror.has_commit(applied) \
+            if applied and applied != head and not self.settings.repo_ref and self.mirror.has_commit(applied) \
                     and not self.mirror.is_ancestor(applied, head):
                 if self.settings.sync_on_force_push == "refuse":
                     raise GitError(f"branch {self.settings.repo_branch} was rewritten (force-push): {applied[:12]} "
@@ -588,6 +592,7 @@ class Syncer:
                failures: list[StepFailure] | tuple[StepFailure, ...] = ()) -> None:
         """The record step: what the operator sees in status, history and one log line. A failure of any
         step makes the cycle a failure, even when the pull itself applied a commit."""
+        before = (self.state.get("last_result"), self.state.get("last_message"), self.state.get("findings", []))
         r.failures = list(failures)
         if r.failures and r.ok:
             r.pulled, r.result = r.result, "error"
@@ -613,13 +618,15 @@ class Syncer:
         self.state.set(**meta)
         if r.result != "noop":
             self.state.add_history(HistoryRow(wall, r.duration, previous, r.head, r.result,
-                                              len(r.written), len(r.removed), r.message))
+                                              len(r.written), len(r.removed), r.message),
+                                   keep=self.settings.state_history_limit)
         line = (f"sync {span}: {r.result}, {len(r.written)} written, {len(r.removed)} removed, "
                 f"{sum(1 for f in r.findings if f.kind == 'held')} held ({r.duration:.2f} s)")
         if r.message:
             line += f": {r.message}"
-        (log.info if r.ok else log.error)(line)
-        for finding in r.findings:
+        log.log(quiet.sync_line_level(r.result, r.ok, r.message, before[0], before[1],
+                                      changed=bool(r.written or r.removed)), line)
+        for finding in quiet.fresh(r.findings, before[2]):
             log.warning("%s: %s", finding.kind, finding.detail)
 
 

@@ -75,8 +75,7 @@ def test_a_gitsync_toml_in_the_working_directory_is_read(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(("text", "says"), [
     ('[repo]\nurl = "x"\nbrnach = "main"\n', "unknown key 'repo.brnach'; known keys in [repo]: url, branch, path"),
-    ('[sink]\ninterval = 5\n',
-     "unknown section [sink]; known sections: [ha], [push], [repo], [server], [state], [sync]"),
+    ('[sink]\ninterval = 5\n', "unknown section [sink]; known sections: [ha], [log], [maintenance], [push], [repo]"),
     ('interval = 5\n', "unknown section [interval]"),
     ('[sync]\ninterval = "fast"\n', "sync.interval must be a number, got 'fast' (str)"),
     ('[repo]\nfetch_depth = 1.5\n', "repo.fetch_depth must be an integer, got 1.5 (float)"),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pull_helpers import SAMPLE_TARGETS, Ran, gitsync, isolate, kit, kit_files, snapshot, work_dir
 
+from gitsync.cli import EXIT_DRIFT, EXIT_HELD, EXIT_REFUSED
 from gitsync.target_dir import TEMP_PREFIX, TEMP_SUFFIX, DirectoryTarget
 from gitsync.testing.repos import RemoteRepo, git
 
@@ -197,7 +198,7 @@ def test_an_invalid_commit_is_kept_out_until_the_next_commit_fixes_it(synced: Fa
 
     ran = synced.sync()
 
-    assert ran.code == 1
+    assert ran.code == EXIT_REFUSED
     last = ran.err.splitlines()[-1]
     assert last.startswith(f"gitsync: error: commit {bad[:12]} not applied: 1 error(s) in 1 file(s); "
                            f"{good[:12]} stays in place. First: jobs/hello-world.kit:4:")
@@ -230,7 +231,7 @@ def test_on_invalid_skip_applies_the_valid_files_and_keeps_the_last_good_version
 
     ran = synced.sync()
 
-    assert ran.code == 1
+    assert ran.code == EXIT_HELD
     assert ran.err.splitlines()[-1] == (f"gitsync: error: applied {head[:12]} except 1 file(s) left as they are: "
                                         "hello-world.kit (held)")
     after = snapshot(synced.target)
@@ -254,7 +255,7 @@ def test_on_invalid_skip_reports_a_new_invalid_file_as_held(synced: Farm) -> Non
 
     ran = synced.sync()
 
-    assert ran.code == 1
+    assert ran.code == EXIT_HELD
     assert ran.err.splitlines()[-1].endswith("except 1 file(s) left as they are: extra.kit (held)")
     assert "extra.kit" not in kit_files(synced.target)
     status = synced.status()
@@ -287,7 +288,7 @@ def test_a_symlinked_definition_in_git_is_kept_out(synced: Farm) -> None:
 
     ran = synced.sync()
 
-    assert ran.code == 1
+    assert ran.code == EXIT_REFUSED
     assert "jobs/alias.kit:1:1: error: definition file is a symbolic link" in ran.err
     assert snapshot(synced.target) == before
 
@@ -299,7 +300,7 @@ def test_turning_on_strict_mode_checks_the_files_already_applied(farm: Farm) -> 
 
     ran = farm.sync("--strict")
 
-    assert ran.code == 1
+    assert ran.code == EXIT_REFUSED
     assert [p["severity"] for p in farm.status()["problems"]] == ["error"]
 
 
@@ -380,7 +381,7 @@ def test_narrowing_the_path_leaves_only_that_folders_definitions(synced: Farm) -
     synced.path = "jobs/render"
 
     refused = synced.sync()
-    assert refused.code == 1 and "would remove 4 of 7 definition files" in refused.err
+    assert refused.code == EXIT_REFUSED and "would remove 4 of 7 definition files" in refused.err
     assert kit_files(synced.target) == list(SAMPLE_TARGETS)
 
     assert synced.sync("--allow-mass-delete").code == 0
@@ -403,7 +404,7 @@ def test_foreign_files_are_never_touched(farm: Farm) -> None:
 
     assert farm.sync().code == 0
     farm.remote.commit({"jobs": None}, "remove every definition")
-    assert farm.sync().code == 1  # refused: mass deletion
+    assert farm.sync().code == EXIT_REFUSED  # refused: mass deletion
     assert farm.sync("--allow-mass-delete").code == 0
 
     after = snapshot(farm.target)
@@ -418,7 +419,7 @@ def test_a_foreign_file_defining_a_repo_job_name_holds_the_repo_file(farm: Farm)
 
     ran = farm.sync()
 
-    assert ran.code == 1
+    assert ran.code == EXIT_HELD
     assert ran.err.splitlines()[-1].endswith("except 1 file(s) left as they are: hello-world.kit (held)")
     assert kit_files(farm.target) == sorted({*SAMPLE_TARGETS, "manual.kit"} - {"hello-world.kit"})
     assert (farm.target / "manual.kit").read_text() == manual
@@ -457,7 +458,7 @@ def test_a_repo_file_kept_out_by_a_foreign_file_of_the_same_name_is_not_reported
     ran = farm.sync()
 
     assert farm.status()["last_result"] == "partial"
-    assert ran.code == 1
+    assert ran.code == EXIT_HELD
 
 
 def test_a_hand_edited_managed_file_is_reported_left_alone_and_restored_with_force(
@@ -467,7 +468,7 @@ def test_a_hand_edited_managed_file_is_reported_left_alone_and_restored_with_for
     (synced.target / "gpu-checks.kit").write_bytes(edited)
 
     caplog.clear()
-    assert synced.sync().code == 0
+    assert synced.sync().code == EXIT_DRIFT
 
     assert (synced.target / "gpu-checks.kit").read_bytes() == edited
     assert "drift: gpu-checks.kit was changed in the target since gitsync wrote it" in caplog.text
@@ -486,7 +487,7 @@ def test_a_managed_file_deleted_by_hand_is_reported(synced: Farm, caplog: pytest
     (synced.target / "hello-world.kit").unlink()
 
     caplog.clear()
-    assert synced.sync().code == 0
+    assert synced.sync().code == EXIT_DRIFT
 
     assert "hello-world.kit" not in kit_files(synced.target)
     assert "drift: hello-world.kit was deleted in the target since gitsync wrote it" in caplog.text
@@ -551,13 +552,13 @@ def test_a_mass_deletion_is_refused_unless_allowed(synced: Farm, removed: list[s
 
     ran = synced.sync()
 
-    assert ran.code == 1
+    assert ran.code == EXIT_REFUSED
     assert ran.err.splitlines()[-1].startswith(f"gitsync: error: {refusal}")
     assert "--allow-mass-delete" in ran.err
     assert snapshot(synced.target) == before
     assert synced.status()["last_result"] == "refused"
     planned = synced.plan()
-    assert planned.code == 1 and planned.out.splitlines()[-1].startswith(f"refused: {refusal}")
+    assert planned.code == EXIT_REFUSED and planned.out.splitlines()[-1].startswith(f"refused: {refusal}")
 
     assert synced.sync("--allow-mass-delete").code == 0
     assert kit_files(synced.target) == sorted(set(SAMPLE_TARGETS) - set(removed))
@@ -679,7 +680,7 @@ def test_plan_of_an_invalid_commit_says_it_would_be_refused(synced: Farm) -> Non
 
     ran = synced.plan()
 
-    assert ran.code == 1
+    assert ran.code == EXIT_REFUSED
     assert "jobs/hello-world.kit:4:" in ran.out
     assert ran.out.splitlines()[-1] == "refused: 1 invalid file(s); nothing would be applied (sync.on_invalid = refuse)"
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gitsync.cli import EXIT_CHANGES_PENDING, settings_from
-from gitsync.errors import GitsyncError
-from gitsync.sync import Prepared, Syncer
+from gitsync.cli import EXIT_CHANGES_PENDING, EXIT_DRIFT, EXIT_ERROR, EXIT_HELD, EXIT_OK, EXIT_REFUSED, settings_from
+from gitsync.commands.session import session
+from gitsync.pinning import fetch_target
+from gitsync.state import State, problems_json
+from gitsync.sync import Prepared, SyncResult
 
 if TYPE_CHECKING:
-    from gitsync.api_sync import ApiSyncer
     from gitsync.config import Settings
 
 
@@ -29,55 +31,98 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
+    parser.add_argument("--format", choices=["text", "json"], default="text")
 
 
 def run_sync(args: argparse.Namespace) -> int:
+    from gitsync.progress import Progress
+
     settings = settings_from(args)
-    syncer: Syncer | ApiSyncer
     if settings.target_kind == "jobs-api":
         from gitsync.api_sync import ApiSyncer
 
-        syncer = ApiSyncer.from_settings(settings)
+        api = ApiSyncer.from_settings(settings)
+        try:
+            with Progress():
+                result = api.sync(force=args.force, allow_mass_delete=args.allow_mass_delete)
+            _post_status(settings, api.state, result)
+        finally:
+            api.close()
     else:
-        syncer = Syncer.from_settings(settings)
-    from gitsync.progress import Progress
-
-    try:
-        with Progress():
-            result = syncer.sync(force=args.force, allow_mass_delete=args.allow_mass_delete)
-        from gitsync.commit_status import make_poster
-
-        poster = make_poster(settings, syncer.state)
-        if poster is not None:  # the CronJob reports to the pull request too
-            poster.after_sync(result)
-    finally:
-        syncer.close()
+        with session(settings, exclusive=True) as work:
+            with Progress():
+                result = work.syncer.sync(force=args.force, allow_mass_delete=args.allow_mass_delete)
+            _post_status(settings, work.syncer.state, result)
     for problem in result.problems:
         print(problem.format(), file=sys.stderr)
-    if result.result in ("synced", "noop"):
-        return 0
-    if result.result == "partial":
-        left = [f"{f.target} ({f.kind})" for f in result.findings if f.kind in ("held", "foreign")]
-        raise GitsyncError(f"applied {result.head and result.head[:12]} except {len(left)} file(s) left as they "
-                           f"are: {', '.join(left)}")
-    raise GitsyncError(result.message)
+    code = sync_exit_code(result)
+    if code != EXIT_OK:
+        print(f"gitsync: error: {sync_outcome(result)}", file=sys.stderr)  # the CLI's one-line shape
+    return code
+
+
+def _post_status(settings: Settings, state: State, result: SyncResult) -> None:
+    """The CronJob reports to the pull request too (sync.commit_status)."""
+    from gitsync.commit_status import make_poster
+
+    poster = make_poster(settings, state)
+    if poster is not None:
+        poster.after_sync(result)
+
+
+def sync_exit_code(result: SyncResult) -> int:
+    """Pure: 0 only when the directory holds the applied commit's definitions (the README's table)."""
+    if result.result == "error":
+        return EXIT_ERROR
+    if result.result in ("invalid", "refused"):
+        return EXIT_REFUSED
+    if result.result == "partial" or any(f.kind in ("held", "foreign") for f in result.findings):
+        return EXIT_HELD
+    if any(f.kind in ("drift", "pending") for f in result.findings):
+        return EXIT_DRIFT
+    return EXIT_OK
+
+
+def sync_outcome(result: SyncResult) -> str:
+    """The one line that goes with a non-zero exit."""
+    if result.result in ("error", "invalid", "refused"):
+        return result.message
+    left = [f"{f.target} ({f.kind})" for f in result.findings if f.kind in ("held", "foreign")]
+    if left:
+        return f"applied {(result.head or '')[:12]} except {len(left)} file(s) left as they are: {', '.join(left)}"
+    drift = [f.target for f in result.findings if f.kind in ("drift", "pending")]
+    return (f"applied {(result.head or '')[:12]}, but {len(drift)} file(s) changed locally were left in place: "
+            f"{', '.join(drift[:10])}; `gitsync sync --once --force` restores git's version")
 
 
 def run_plan(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if settings.target_kind == "jobs-api":
         return _run_api_plan(settings, args)
-    syncer = Syncer.from_settings(settings)
-    try:
-        head = syncer.mirror.fetch()
-        prepared = syncer.prepare(head, force=args.force, allow_mass_delete=args.allow_mass_delete)
-    finally:
-        syncer.close()
-    print(render_plan(prepared, syncer.settings.sync_on_invalid))
-    blocked = prepared.refusal or (prepared.invalid and syncer.settings.sync_on_invalid == "refuse")
-    if blocked:
-        return 1
-    return EXIT_CHANGES_PENDING if prepared.plan.changes_target or prepared.head != prepared.applied else 0
+    with session(settings) as work:  # beside a running agent: in its turn, between two cycles
+        head = fetch_target(work.syncer.mirror, settings.repo_ref)
+        prepared = work.syncer.prepare(head, force=args.force, allow_mass_delete=args.allow_mass_delete)
+    if args.format == "json":
+        print(json.dumps(plan_json(prepared, settings.sync_on_invalid), indent=2))
+    else:
+        print(render_plan(prepared, settings.sync_on_invalid))
+    return plan_exit_code(prepared, settings.sync_on_invalid)
+
+
+def plan_exit_code(p: Prepared, on_invalid: str) -> int:
+    if p.refusal or (p.invalid and on_invalid == "refuse"):
+        return EXIT_REFUSED
+    return EXIT_CHANGES_PENDING if p.plan.changes_target else EXIT_OK
+
+
+def plan_json(p: Prepared, on_invalid: str) -> dict[str, Any]:
+    refused = (f"{len(p.invalid)} invalid file(s)" if p.invalid and on_invalid == "refuse" else p.refusal)
+    return {"applied": p.applied, "head": p.head, "changed_in_git": len(p.changed),
+            "actions": [{"kind": a.kind, "target": a.target, "repo_path": a.repo_path, "reason": a.reason}
+                        for a in p.plan.actions if a.kind != "forget"],
+            "findings": [dict(f.__dict__) for f in p.plan.findings],
+            "problems": problems_json(p.problems), "refused": refused or None,
+            "changes": p.plan.changes_target}
 
 
 def render_plan(p: Prepared, on_invalid: str) -> str:
@@ -129,5 +174,5 @@ def _run_api_plan(settings: Settings, args: argparse.Namespace) -> int:
         lines.append("no changes to the jobs service")
     print("\n".join(lines))
     if blocked:
-        return 1
-    return EXIT_CHANGES_PENDING if plan.changes_target or head != applied else 0
+        return EXIT_REFUSED
+    return EXIT_CHANGES_PENDING if plan.changes_target else EXIT_OK

@@ -1,4 +1,8 @@
-"""`gitsync status` and `gitsync history`: read the state database, touch nothing else."""
+"""`gitsync status` and `gitsync history`: read the state database, touch nothing else.
+
+Neither takes the state directory lock nor the agent's turn, so both answer at once while
+`gitsync run` works (SQLite's write-ahead log lets readers see the last committed state).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_history_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--format", choices=["text", "json"], default="text")
 
 
 def _open(settings: Settings) -> State:
@@ -46,6 +51,9 @@ def run_history(args: argparse.Namespace) -> int:
         rows = state.history(args.limit)
     finally:
         state.close()
+    if args.format == "json":
+        print(json.dumps([dict(row.__dict__) for row in rows], indent=2))
+        return 0
     for row in rows:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started))
         span = f"{(row.from_commit or 'empty')[:12]}..{(row.to_commit or '?')[:12]}"

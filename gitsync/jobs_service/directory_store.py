@@ -93,14 +93,19 @@ class DirectoryJobStore:
         """Farm's ``_load_jobs``: clear, then publish directory by directory; RescanAborted stops it there."""
         with self._lock:
             self._jobs = {}
+            present: set[str] = set()
             for directory in self.directories():
                 loaded: dict[str, Definition] = {}
                 for entry in sorted(os.listdir(directory)):
                     path = os.path.join(directory, entry)
                     if kitname.farm_loads(entry) and os.path.isfile(path):
+                        present.add(path)
                         loaded.update(self._load_file(path))
                 self._jobs.update(loaded)
                 self._watch.watch([directory])
+            # Every file was looked at: forget the parses of files that are gone, so the cache holds at most
+            # one entry per file present (a service running for weeks sees many names come and go).
+            self._parsed = {p: v for p, v in self._parsed.items() if p in present}
 
     def spec_path_problem(self, spec_path: str) -> str | None:
         """Why ``/save`` must not write to ``spec_path`` (gitsync's rule, stricter than Farm), or None."""

@@ -15,7 +15,7 @@ import pytest
 import toml
 
 from gitsync import farm
-from gitsync.cli import main
+from gitsync.cli import EXIT_REFUSED, main
 from gitsync.jobs_service.config import JobsServiceConfig
 from gitsync.jobs_service.server import RunningJobsService
 from gitsync.secrets import Secret
@@ -89,5 +89,5 @@ def test_an_invalid_commit_leaves_load_serving_the_last_good_one(sample_remote: 
     code = main(["sync", "--once", "--repo", sample_remote.url, "--path", "jobs", "--target",
                  str(tmp_path / "job-definitions"), "--state-dir", str(tmp_path / "state")])
 
-    assert code == 1
+    assert code == EXIT_REFUSED
     assert served(jobs_url) == good

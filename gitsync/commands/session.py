@@ -1,0 +1,72 @@
+"""How a command that changes something shares the state directory with a running agent.
+
+Without an agent the command takes the state directory lock, like `gitsync sync --once`. With
+`gitsync run` holding it, the command opens the same state without the lock and takes its *turn*
+(turn.py): it waits for the agent's cycle to end, works while the agent waits, and hands the turn
+back. Either way it holds the turn, so no two processes ever run git or apply at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gitsync.config import Settings
+from gitsync.state import StateBusy
+from gitsync.sync import Syncer
+from gitsync.turn import turn
+
+if TYPE_CHECKING:
+    from gitsync.pushback import PushBack
+
+log = logging.getLogger("gitsync.session")
+
+
+@dataclass
+class Session:
+    syncer: Syncer
+    beside_agent: bool  # another gitsync holds the state directory; this command took its turn
+
+
+@contextmanager
+def session(settings: Settings, *, exclusive: bool = False) -> Iterator[Session]:
+    """`exclusive`: refuse to run beside another process (what `sync --once` has always done)."""
+    try:
+        syncer = Syncer.from_settings(settings)
+        beside = False
+    except StateBusy:
+        if exclusive:
+            raise
+        syncer = Syncer.from_settings(settings, lock=False)
+        beside = True
+    try:
+        wait = 2 * settings.sync_timeout + 30  # a cycle's fetch and push are each bounded by sync.timeout
+        with turn(settings.state_path, timeout=wait):
+            if beside:
+                log.debug("working beside the agent on %s, in its turn", settings.state_path)
+            yield Session(syncer, beside)
+    finally:
+        syncer.close()
+
+
+def forge_for(settings: Settings) -> Any:
+    """The forge API client in pull-request mode, else None."""
+    if settings.push_mode != "pull-request":
+        return None
+    from gitsync.forge import load_token, make_forge
+
+    token = load_token(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
+    return make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
+                      settings.push_forge_repository, token)
+
+
+def build_pushback(settings: Settings, syncer: Syncer) -> PushBack:
+    """The push-back side as the agent wires it."""
+    from gitsync.outbox import Outbox
+    from gitsync.pushback import PushBack
+
+    return PushBack(settings, syncer.state, syncer.mirror, syncer.target, Outbox(syncer.state),
+                    forge=forge_for(settings))
