@@ -9,6 +9,7 @@ import pytest
 from pull_helpers import gitsync, kit
 
 from gitsync import kitname
+from gitsync.cli import EXIT_REFUSED
 from gitsync.testing.repos import RemoteRepo
 
 LONG = "x" * 242 + ".kit"  # 246 characters: fine on disk, too long once ".gitsync-tmp-" and ".tmp" are added
@@ -26,7 +27,7 @@ def test_a_file_name_too_long_for_the_temp_name_is_refused_with_one_line(
 
     code, out = sync(capsys, remote, tmp_path)
 
-    assert code == 1
+    assert code == EXIT_REFUSED
     assert any(LONG in line and "temp prefix and suffix" in line for line in out.splitlines()), out
     assert not (tmp_path / "target" / LONG).exists()
     assert not list((tmp_path / "target").glob(".gitsync-tmp-*"))

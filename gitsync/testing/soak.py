@@ -157,7 +157,9 @@ def run_soak(workdir: Path, *, seconds: float, idle: float = 0.0, definitions: i
             _commit(remote, {f"jobs/{name}.kit": kit_text(name, committed[name])}, f"soak commit {tick}")
             saved_name = names[half + tick % (definitions - half)]
             saved[saved_name] = f"save {tick}"
-            body = {**loaded[saved_name], "args": [saved[saved_name]]}
+            # What a Farm client sends back: the loaded definition without its nulls (Farm's /save model refuses
+            # them), one field changed.
+            body = {**{k: v for k, v in loaded[saved_name].items() if v is not None}, "args": [saved[saved_name]]}
             http.post(f"{service.url}/save", json=body, headers={"X-API-KEY": api_key}).raise_for_status()
             tick += 1
             time.sleep(max(0.0, started + tick - time.monotonic()))  # one commit and one save per second

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gitsync.cli import main
+from gitsync.cli import EXIT_REFUSED, main
 from gitsync.jobs_service.directory_store import DirectoryJobStore
 from gitsync.jobs_service.store import RescanAborted
 from gitsync.kit import check_kit
@@ -193,7 +193,7 @@ def test_a_sync_refuses_a_file_that_would_abort_farms_rescan_with_one_line(
     code = main(["sync", "--once", "--repo", remote.url, "--path", "jobs", "--target", str(tmp_path / "target"),
                  "--state-dir", str(tmp_path / "state")])
 
-    assert code == 1
+    assert code == EXIT_REFUSED
     out = capsys.readouterr()
     assert "jobs/bad.kit" in out.out + out.err and "Traceback" not in out.out + out.err
     assert not (tmp_path / "target" / "bad.kit").exists()
