@@ -638,7 +638,7 @@ class GitMirror:
                                           ours, theirs], env=git_env(self.credentials), with_extended_output=True,
                                          with_exceptions=False)
         if status not in (0, 1):
-            raise GitError(f"git merge-tree failed: {redact_text(str(err).strip(), self.credentials.token)}")
+            raise GitError(f"git merge-tree failed: {redact_text(str(err).strip(), *self.credentials.known_tokens())}")
         lines = str(out).splitlines()
         return lines[0].strip(), [line for line in lines[1:] if line.strip()] if status == 1 else []
 
