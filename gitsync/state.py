@@ -75,8 +75,10 @@ CREATE TABLE IF NOT EXISTS foreign_files (
 
 
 SCHEMA_VERSION = 1
-#: Bytes the write-ahead log is truncated to after each checkpoint (maintenance truncates it to 0).
-WAL_SIZE_LIMIT = 1024 * 1024
+#: The write-ahead log is checkpointed once it holds this many pages, and truncated to WAL_SIZE_LIMIT bytes
+#: after each checkpoint (maintenance truncates it to 0).
+WAL_PAGES = 32
+WAL_SIZE_LIMIT = 128 * 1024
 
 
 class StateBusy(ConfigError):
@@ -138,7 +140,10 @@ class State:
         check = self._db.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError(check)
-        self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # SQLite never shrinks the WAL by itself
+        # SQLite checkpoints every 1,000 pages (4 MB) and never shrinks its log: an agent that writes a little every
+        # cycle would keep megabytes of it. Checkpoint at WAL_PAGES instead, and truncate the log to its limit.
+        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         has_tables = self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
         if has_tables and version != SCHEMA_VERSION:
