@@ -75,6 +75,13 @@ class SoakResult:
         """The first sample at or after `after` seconds of load (the growth figures start there)."""
         return next((s for s in self.samples if s.at >= after), self.samples[-1])
 
+    def median(self, name: str, start: float, end: float) -> int:
+        """The median of one metric over the samples taken from `start` to `end` seconds: the state directory
+        is a saw-tooth (loose objects and the SQLite log grow, then are packed and folded in), so one reading
+        says more about where in a tooth it fell than about growth."""
+        values = sorted(getattr(s, name) for s in self.samples if start <= s.at < end)
+        return values[len(values) // 2] if values else 0
+
     def growth(self, after: float = 60.0) -> dict[str, tuple[int, int, float]]:
         """metric -> (value after the first minute, value at the end of the load, growth in %)."""
         first, last = self.baseline(after), self.load_end
