@@ -86,7 +86,7 @@ OPTIONS: tuple[Option, ...] = (
            "mirror is also checked at once (0 = never)"),
     Option("maintenance.loose_objects", int, 50, "Loose objects in the mirror that make maintenance pack them "
            "(each takes at least 4 KiB on disk)"),
-    Option("maintenance.max_packs", int, 50, "Packs in the mirror that make maintenance run a full git gc"),
+    Option("maintenance.max_packs", int, 10, "Packs in the mirror that make maintenance run a full git gc"),
     Option("maintenance.prune_grace", float, 600.0, "Seconds an unreachable object (a rejected push, a conflict "
            "commit) stays in the mirror before maintenance deletes it"),
     Option("log.heartbeat", float, 3600.0, "Seconds between the INFO heartbeat lines of an agent (0 = none)"),
