@@ -77,7 +77,6 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         total = -1  # counted only if needed
     baseline = _foreign_baseline(outbox, baseline, seen, owned, pending, target, looked)
     unreadable: list[str] = []
-    oversized: list[str] = []
     vanished = [t for t in owned if t not in seen and t not in pending]
     if len(vanished) > 1 and total < 0:
         total = state.owned_count()
@@ -103,8 +102,10 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             content = target.read(name) if current else None
             if content is not None and len(content) > max_file_size:
                 raise FileTooLarge(name, len(content), max_file_size)
-        except FileTooLarge:  # never read whole, never stored in the outbox; logged once by _remember_oversized
-            oversized.append(name)
+        except FileTooLarge as exc:  # never read whole, never stored in the outbox
+            if name not in state.get("unreadable_local", {}):
+                log.warning("%s", exc)  # once, not every cycle
+            unreadable.append(name)
             continue
         if content is not None and not settled(content):
             log.debug("%s is being written or cannot be parsed; looking again later", name)
@@ -129,7 +130,6 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         faults.reached("capture.put")
         captured.append(name)
     _remember_unreadable(state, unreadable)
-    _remember_oversized(state, oversized, max_file_size)
     if captured:
         log.info("captured local change(s) to %s", ", ".join(captured))
     return captured
@@ -165,11 +165,3 @@ def _remember_unreadable(state: State, names: list[str]) -> None:
     if after != before:
         state.set(unreadable_local=after)
 
-
-def _remember_oversized(state: State, names: list[str], limit: int) -> None:
-    before: list[str] = state.get("oversized_local", [])
-    for name in sorted(set(names) - set(before)):
-        log.error("%s in the target is larger than sync.max_file_size (%d bytes); it is not pushed and not stored "
-                  "until it is smaller", name, limit)
-    if sorted(names) != sorted(before):
-        state.set(oversized_local=sorted(names))

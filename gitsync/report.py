@@ -65,7 +65,6 @@ def extra_status(state: State) -> dict[str, Any]:
     found["open_pull_request"] = (pr.url or pr.branch) if pr else None
     found["conflicts"] = [c for c in state.get("conflicts", []) if not c.get("acknowledged")][-10:]
     found["unreadable_local_files"] = sorted(state.get("unreadable_local", {}))
-    found["oversized_local_files"] = state.get("oversized_local", [])
     found["maintenance"] = state.get("maintenance") or {}
     return found
 
@@ -114,8 +113,6 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append(f"pull request {report['open_pull_request']}")
     for name in report["unreadable_local_files"]:
         lines.append(f"unreadable   {name} in the target does not parse; not pushed until it does")
-    for name in report.get("oversized_local_files", []):
-        lines.append(f"too large    {name} in the target is over sync.max_file_size; not pushed until it is smaller")
     for conflict in report["conflicts"]:
         lines.append(f"conflict     {', '.join(conflict['jobs'])}: local version on branch {conflict['branch']}")
     for problem in report["problems"]:

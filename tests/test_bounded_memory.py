@@ -13,6 +13,7 @@ import pytest
 from pull_helpers import gitsync, isolate
 
 from gitsync.capture import capture
+from gitsync.cli import EXIT_REFUSED
 from gitsync.gitrepo import GitMirror
 from gitsync.model import Owned
 from gitsync.outbox import Outbox
@@ -52,7 +53,7 @@ def test_a_blob_over_the_size_limit_is_judged_by_its_size_and_never_read(
     ran = gitsync(capsys, "sync", "--once", "--repo", remote.url, "--path", "jobs", "--target",
                   str(tmp_path / "defs"), "--state-dir", str(tmp_path / "state"))
 
-    assert ran.code == 1
+    assert ran.code == EXIT_REFUSED
     assert f"jobs/huge.kit:1:1: error: file is {len(huge)} bytes, over the 1048576-byte limit" in ran.err
     assert blob_id(huge) not in blobs_read
     assert blobs_read, "the other definitions were read as usual"

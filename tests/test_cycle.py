@@ -242,7 +242,7 @@ def test_a_name_that_was_once_a_foreign_file_is_pushed(sites: Sites, sample_remo
     site.jobs.save({"name": "legacy", "job_type": "base", "command": "/bin/echo", "args": ["new"]})
     wait_until(lambda: commit_count(sample_remote) > before, what="the new legacy definition to be pushed")
     assert b'"new"' in (git_bytes(sample_remote, "jobs/legacy.kit") or b"")
-    assert site.outbox_length() == 0
+    wait_until(lambda: site.outbox_length() == 0, what="the pushed save to leave the outbox")  # settled after the push
 
 
 def test_a_conflict_on_a_job_whose_name_is_not_a_valid_ref_does_not_wedge_push_back(
