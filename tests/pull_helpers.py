@@ -95,3 +95,20 @@ def work_dir(fallback: Path) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(name="tmp_path")
+def ram_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """Shadows pytest's tmp_path (and so the remote fixtures' folder) with one on tmpfs: see work_dir.
+
+    Only modules that import it (`from pull_helpers import isolated, ram_tmp_path`) get it; the rest of
+    the suite keeps pytest's own tmp_path.
+    """
+    with work_dir(tmp_path) as path:
+        yield path
+
+
+@pytest.fixture(name="isolated", autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Autouse in the modules that import it: each test runs in its tmp_path with no GITSYNC_* variable."""
+    isolate(monkeypatch, tmp_path)

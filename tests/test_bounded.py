@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pull_helpers import isolate, kit, work_dir
+from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
+from pull_helpers import kit
+from pull_helpers import ram_tmp_path as ram_tmp_path
 
 from gitsync.agent import Agent
 from gitsync.capture import capture
@@ -22,17 +24,6 @@ from gitsync.quiet import Heartbeat, sync_line_level
 from gitsync.sync import Syncer
 from gitsync.testing.repos import RemoteRepo
 from gitsync.testing.soak import run_soak
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    with work_dir(tmp_path) as path:
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, tmp_path)
 
 
 def settings_for(remote: RemoteRepo, root: Path, **overrides: Any) -> Settings:

@@ -8,13 +8,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pull_helpers import Ran, gitsync, isolate, kit, work_dir
+from pull_helpers import Ran, gitsync, kit
+from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
+from pull_helpers import ram_tmp_path as ram_tmp_path
 
 from gitsync.capture import capture
 from gitsync.cli import EXIT_CONFLICT, EXIT_DRIFT, EXIT_ERROR, EXIT_HELD, EXIT_OK, EXIT_REFUSED
@@ -28,17 +29,6 @@ from gitsync.testing.waiting import wait_until
 
 HELLO = "jobs/hello-world.kit"
 BROKEN = '[job.hello-world]\njob_type = "base"\nname = "hello-world"\ncommand = "/bin/echo\n'
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    with work_dir(tmp_path) as path:
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, tmp_path)
 
 
 @dataclass

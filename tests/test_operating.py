@@ -19,7 +19,9 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pull_helpers import SAMPLE_TARGETS, isolate, kit, kit_files, poll_until, work_dir
+from pull_helpers import SAMPLE_TARGETS, kit, kit_files, poll_until
+from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
+from pull_helpers import ram_tmp_path as ram_tmp_path
 
 from gitsync.agent import Agent, build_agent
 from gitsync.config import load_settings
@@ -31,17 +33,6 @@ BROKEN = '[job.hello-world]\njob_type = "base"\ncommand = "/bin/echo\n'
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 StartAgent = Callable[..., Agent]
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    with work_dir(tmp_path) as path:
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ import json
 import logging
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pull_helpers import SAMPLE_TARGETS, Ran, gitsync, isolate, kit, kit_files, snapshot, work_dir
+from pull_helpers import SAMPLE_TARGETS, Ran, gitsync, kit, kit_files, snapshot
+from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
+from pull_helpers import ram_tmp_path as ram_tmp_path
 
 from gitsync.cli import EXIT_DRIFT, EXIT_HELD, EXIT_REFUSED
 from gitsync.target_dir import TEMP_PREFIX, TEMP_SUFFIX, DirectoryTarget
@@ -21,18 +22,6 @@ from gitsync.testing.repos import RemoteRepo, git
 
 SAMPLE_JOBS = Path(__file__).resolve().parent.parent / "sample-repo" / "jobs"
 BROKEN = '[job.hello-world]\njob_type = "base"\nname = "hello-world"\ncommand = "/bin/echo\n'
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    """Shadows pytest's tmp_path (and so the remote fixtures' folder) with one on tmpfs: see work_dir."""
-    with work_dir(tmp_path) as path:
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, tmp_path)
 
 
 @dataclass

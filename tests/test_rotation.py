@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-from pull_helpers import isolate, kit, kit_files, work_dir
+from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
+from pull_helpers import kit, kit_files
+from pull_helpers import ram_tmp_path as ram_tmp_path
 
 from gitsync.agent import build_agent
 from gitsync.config import load_settings
@@ -24,17 +24,6 @@ from gitsync.testing.waiting import wait_until
 
 SAMPLE_REPO = Path(__file__).resolve().parent.parent / "sample-repo"
 OLD, NEW = "tok-old-1111", "tok-new-2222"
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    with work_dir(tmp_path) as path:
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, tmp_path)
 
 
 def rotate(secret_file: Path, value: str) -> None:

@@ -13,12 +13,14 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pull_helpers import isolate, kit, work_dir
+from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
+from pull_helpers import kit
+from pull_helpers import ram_tmp_path as ram_tmp_path
 
 import gitsync.sync as sync_module
 from gitsync.agent import build_agent
@@ -29,17 +31,6 @@ from gitsync.sync import Syncer
 from gitsync.testing.repos import RemoteRepo, git
 from gitsync.testing.waiting import wait_until
 from gitsync.watch import DirectoryWatcher
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    with work_dir(tmp_path) as path:
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, tmp_path)
 
 
 def definition(i: int) -> str:

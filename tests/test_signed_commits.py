@@ -7,24 +7,14 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pull_helpers import gitsync, isolate, kit, kit_files, work_dir
+from pull_helpers import gitsync, kit, kit_files
+from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
+from pull_helpers import ram_tmp_path as ram_tmp_path
 
 from gitsync.testing.repos import RemoteRepo, git
-
-
-@pytest.fixture
-def tmp_path(tmp_path: Path) -> Iterator[Path]:
-    with work_dir(tmp_path) as path:
-        yield path
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    isolate(monkeypatch, tmp_path)
 
 
 def ssh_key(folder: Path, name: str) -> Path:
