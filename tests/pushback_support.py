@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gitsync.agent import Agent, build_agent
 from gitsync.config import load_settings
@@ -354,3 +355,12 @@ def hammer(calls: list[Callable[[], None]], workers: int = 8) -> None:
         for future in [pool.submit(call) for call in calls]:
             future.result()
 
+
+@pytest.fixture
+def sites(tmp_path: Path) -> Iterator[Sites]:
+    """Agent sites under tmp_path, all closed after the test (import it to use it)."""
+    # trust_env=False: a proxy from the environment must not intercept 127.0.0.1.
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        made = Sites(tmp_path / "sites", http)
+        yield made
+        made.close()

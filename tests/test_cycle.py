@@ -7,12 +7,12 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from pushback_support import SAMPLE_REPO, Site, Sites, commit_count, git_bytes, wait_until
+from pushback_support import sites as sites  # fixture by import
 
 from gitsync.agent import build_agent
 from gitsync.config import load_settings
@@ -21,14 +21,6 @@ from gitsync.testing.repos import RemoteRepo
 
 HELLO = (SAMPLE_REPO / "jobs/hello-world.kit").read_text(encoding="utf-8")
 HELLO_ARGS = 'args = ["Hello from Omniverse Farm, synced by gitsync!"]'
-
-
-@pytest.fixture
-def sites(tmp_path: Path) -> Iterator[Sites]:
-    with httpx.Client(trust_env=False, timeout=10) as http:
-        made = Sites(tmp_path / "sites", http)
-        yield made
-        made.close()
 
 
 @pytest.fixture

@@ -12,10 +12,8 @@ import os
 import secrets
 import tomllib
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pushback_support import (
     FORGE_TOKEN_ENV,
@@ -34,6 +32,7 @@ from pushback_support import (
     new_definition,
     wait_until,
 )
+from pushback_support import sites as sites  # fixture by import
 
 from gitsync.testing.forge_standin import GitHubStandin, RunningStandin
 from gitsync.testing.repos import RemoteRepo, git
@@ -43,15 +42,6 @@ GPU_CHECKS = (SAMPLE_REPO / "jobs/ops/gpu-checks.kit").read_text(encoding="utf-8
 BURST_DEFINITIONS = 10
 BURST_SAVES = 1000
 HELLO_ARGS = 'args = ["Hello from Omniverse Farm, synced by gitsync!"]'
-
-
-@pytest.fixture
-def sites(tmp_path: Path) -> Iterator[Sites]:
-    # trust_env=False: a proxy from the environment must not intercept 127.0.0.1.
-    with httpx.Client(trust_env=False, timeout=10) as http:
-        made = Sites(tmp_path / "sites", http)
-        yield made
-        made.close()
 
 
 @pytest.fixture
