@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
+from gitsync.agent import Agent
 from gitsync.cli import main
 from gitsync.testing.waiting import wait_until
 
@@ -112,3 +114,23 @@ def ram_tmp_path(tmp_path: Path) -> Iterator[Path]:
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Autouse in the modules that import it: each test runs in its tmp_path with no GITSYNC_* variable."""
     isolate(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """An HTTP client for the agents' endpoints (import it to use it)."""
+    # trust_env=False: a proxy from the environment must not intercept 127.0.0.1.
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        yield client
+
+
+def url(agent: Agent, path: str) -> str:
+    """`path` on a started agent's HTTP server."""
+    return f"http://127.0.0.1:{agent.server_port}{path}"
+
+
+def stop_agents(running: list[Agent]) -> None:
+    """Stop the agents a test started and did not stop itself (start_agent fixtures' teardown)."""
+    for agent in running:
+        if not agent._stop.is_set():
+            agent.stop()

@@ -18,7 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
-from pull_helpers import SAMPLE_TARGETS, isolate, kit, kit_files, poll_until, work_dir
+from pull_helpers import SAMPLE_TARGETS, isolate, kit, kit_files, poll_until, stop_agents, url, work_dir
+from pull_helpers import http as http  # fixture by import
 
 from gitsync.agent import Agent
 from gitsync.config import Settings, load_settings
@@ -65,19 +66,7 @@ def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
         return agent
 
     yield start
-    for agent in running:
-        if not agent._stop.is_set():
-            agent.stop()
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(trust_env=False, timeout=10) as client:
-        yield client
-
-
-def url(agent: Agent, path: str) -> str:
-    return f"http://127.0.0.1:{agent.server_port}{path}"
+    stop_agents(running)
 
 
 def signed(body: bytes, secret: str = WEBHOOK_SECRET) -> dict[str, str]:

@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from pull_helpers import SAMPLE_TARGETS, kit, kit_files, poll_until
+from pull_helpers import SAMPLE_TARGETS, kit, kit_files, poll_until, stop_agents, url
+from pull_helpers import http as http  # fixture by import
 from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
 from pull_helpers import ram_tmp_path as ram_tmp_path
 
@@ -54,19 +55,7 @@ def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
         return agent
 
     yield start
-    for agent in running:
-        if not agent._stop.is_set():
-            agent.stop()
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(trust_env=False, timeout=10) as client:
-        yield client
-
-
-def url(agent: Agent, path: str) -> str:
-    return f"http://127.0.0.1:{agent.server_port}{path}"
+    stop_agents(running)
 
 
 def signed(body: bytes, headers: dict[str, str], secret: str = SECRET) -> dict[str, str]:
