@@ -35,16 +35,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import benchenv
 import httpx
-from benchenv import isolate_environment
+from benchenv import BenchError, isolate_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "bench-api-key-3c9e"
 LEASE = "bench:leader"
-
-
-class BenchError(Exception):
-    pass
 
 
 def log(message: str) -> None:
@@ -60,14 +57,7 @@ def git(*args: str, cwd: Path) -> str:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
+    return benchenv.wait_for(condition, timeout, what, poll)
 
 
 def free_port() -> int:

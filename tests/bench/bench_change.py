@@ -37,6 +37,7 @@ from bench_pull import (  # noqa: E402
     run,
     source_version,
 )
+from benchenv import wait_for  # noqa: E402
 
 GIT_SYNC_BIN = os.environ.get("GIT_SYNC_BIN", "")  # read before the environment is cleaned of GIT_*
 POLL = 0.002  # how often "is the new version there yet" is asked: a bound on every figure's resolution
@@ -351,14 +352,7 @@ def cpu_ticks(pid: int) -> int:
 
 
 def wait(condition: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
+    return wait_for(condition, timeout, what, every)
 
 
 def render(results: list[Result]) -> str:

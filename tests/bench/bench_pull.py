@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchenv import BenchError
 from benchenv import isolate_environment as isolate_git_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -180,10 +181,6 @@ def definition(index: int, rng: random.Random) -> tuple[str, str]:
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    """The benchmark itself could not run (not a missed target)."""
 
 
 def run(cmd: Sequence[str | Path], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:

@@ -51,8 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import benchenv
 import httpx
-from benchenv import isolate_environment
+from benchenv import BenchError, isolate_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_REPO = REPO_ROOT / "sample-repo"
@@ -77,10 +78,6 @@ _QUIET_WATCHDOG = ("import logging, runpy, sys; logging.getLogger('watchdog').se
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    """The benchmark itself could not run (not a missed target)."""
 
 
 def run(cmd: Sequence[str | Path], cwd: Path | None = None, check: bool = True,
@@ -109,14 +106,7 @@ def use_this_checkout() -> str:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
+    return benchenv.wait_for(condition, timeout, what, poll)
 
 
 def percentile(values: Sequence[float], share: float) -> float:
