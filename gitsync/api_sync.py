@@ -26,8 +26,8 @@ from gitsync.kit import check_kit
 from gitsync.model import HistoryRow
 from gitsync.problems import Problem
 from gitsync.secrets import Secret
-from gitsync.state import State, StateLock, problems_json
-from gitsync.sync import SyncResult
+from gitsync.state import State, StateLock
+from gitsync.sync import SyncResult, fail_on_steps, status_fields
 
 log = logging.getLogger("gitsync.api")
 
@@ -219,23 +219,8 @@ class ApiSyncer:
     def record(self, r: SyncResult, wall: float, previous: str | None,
                failures: list[StepFailure] | tuple[StepFailure, ...] = ()) -> None:
         """What the operator sees in status, history and one log line; any failed step fails the cycle."""
-        r.failures = list(failures)
-        if r.failures and r.ok:
-            r.pulled, r.result = r.result, "error"
-        r.message = "; ".join([*(f.format() for f in r.failures), *([r.message] if r.message else [])])
-        meta: dict[str, object] = {
-            "last_attempt_at": wall, "last_result": r.result, "last_message": r.message,
-            "failing_steps": {f.step: f.message for f in r.failures},
-            "head_commit": r.head or self.state.get("head_commit"),
-            "consecutive_failures": 0 if r.ok else int(self.state.get("consecutive_failures", 0)) + 1}
-        if r.head is not None:
-            meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings])
-        if r.ok:
-            meta["last_success_at"] = wall
-        if r.applied_now or (r.ok and self.state.get("applied_at") is None):
-            meta["applied_at"] = wall
-            meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
-        self.state.set(**meta)
+        fail_on_steps(r, failures)
+        self.state.set(**status_fields(r, wall, self.state, self.mirror))
         if r.result != "noop":
             self.state.add_history(HistoryRow(wall, r.duration, previous, r.head, r.result, len(r.written),
                                               len(r.removed), r.message))

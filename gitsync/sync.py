@@ -593,27 +593,10 @@ class Syncer:
         """The record step: what the operator sees in status, history and one log line. A failure of any
         step makes the cycle a failure, even when the pull itself applied a commit."""
         before = (self.state.get("last_result"), self.state.get("last_message"), self.state.get("findings", []))
-        r.failures = list(failures)
-        if r.failures and r.ok:
-            r.pulled, r.result = r.result, "error"
-        r.message = "; ".join([*(f.format() for f in r.failures), *([r.message] if r.message else [])])
+        fail_on_steps(r, failures)
         span = f"{(r.head or previous or 'nothing')[:12]}" if r.head in (None, previous) else \
             f"{(previous or 'empty')[:12]}..{(r.head or '')[:12]}"
-        failing = {f.step: f.message for f in r.failures}
-        meta: dict[str, object] = {
-            "last_attempt_at": wall, "last_result": r.result, "last_message": r.message,
-            "failing_steps": failing, "head_commit": r.head or self.state.get("head_commit"),
-            "consecutive_failures": 0 if r.ok else int(self.state.get("consecutive_failures", 0)) + 1}
-        if r.head is not None:  # the pull reached git: what it found about the definitions is news
-            meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings])
-        if r.ok:
-            meta["last_success_at"] = wall
-        if r.applied_now or (r.ok and self.state.get("applied_at") is None):
-            meta["applied_at"] = wall
-            meta["applied_summary"] = self.mirror.commit_summary(r.applied) if r.applied else ""
-            meta["applied_commit_info"] = self.mirror.commit_info(r.applied) if r.applied else None
-        if r.head and r.head != r.applied:
-            meta["head_commit_info"] = self.mirror.commit_info(r.head)
+        meta = status_fields(r, wall, self.state, self.mirror, commit_info=True)
         faults.reached("record.state")
         self.state.set(**meta)
         if r.result != "noop":
@@ -628,6 +611,38 @@ class Syncer:
                                       changed=bool(r.written or r.removed)), line)
         for finding in quiet.fresh(r.findings, before[2]):
             log.warning("%s: %s", finding.kind, finding.detail)
+
+
+def fail_on_steps(r: SyncResult, failures: list[StepFailure] | tuple[StepFailure, ...]) -> None:
+    """A failure of any step makes the cycle a failure, even when the pull itself applied a commit; the
+    message names every failed step before the pull's own. Shared by the directory and API syncers."""
+    r.failures = list(failures)
+    if r.failures and r.ok:
+        r.pulled, r.result = r.result, "error"
+    r.message = "; ".join([*(f.format() for f in r.failures), *([r.message] if r.message else [])])
+
+
+def status_fields(r: SyncResult, wall: float, state: State, mirror: GitMirror, *,
+                  commit_info: bool = False) -> dict[str, object]:
+    """The state fields one recorded cycle sets (what status and /status show), shared by the directory
+    and API syncers; `commit_info` adds the applied and fetched commits' details (directory syncer)."""
+    meta: dict[str, object] = {
+        "last_attempt_at": wall, "last_result": r.result, "last_message": r.message,
+        "failing_steps": {f.step: f.message for f in r.failures},
+        "head_commit": r.head or state.get("head_commit"),
+        "consecutive_failures": 0 if r.ok else int(state.get("consecutive_failures", 0)) + 1}
+    if r.head is not None:  # the pull reached git: what it found about the definitions is news
+        meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings])
+    if r.ok:
+        meta["last_success_at"] = wall
+    if r.applied_now or (r.ok and state.get("applied_at") is None):
+        meta["applied_at"] = wall
+        meta["applied_summary"] = mirror.commit_summary(r.applied) if r.applied else ""
+        if commit_info:
+            meta["applied_commit_info"] = mirror.commit_info(r.applied) if r.applied else None
+    if commit_info and r.head and r.head != r.applied:
+        meta["head_commit_info"] = mirror.commit_info(r.head)
+    return meta
 
 
 def _counted(items: Iterable[_T], phase: str, total: int) -> Iterator[_T]:
