@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from gitsync.api_plan import Applied
 from gitsync.errors import TargetError
-from gitsync.secrets import Secret, redact_text, redact_url
+from gitsync.secrets import Secret, redact_failure
 from gitsync.state import State
 
 _SCHEMA = """
@@ -122,6 +121,4 @@ class SharedRecord:
         try:
             return operation()
         except redis.RedisError as exc:
-            password = urlsplit(self._url.reveal()).password or ""
-            raise TargetError(f"HA record at {redact_url(self._url.reveal())}: "
-                              f"{redact_text(str(exc), self._url, password)}") from None
+            raise TargetError(f"HA record at {redact_failure(self._url, exc)}") from None

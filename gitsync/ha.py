@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gitsync.errors import GitsyncError
-from gitsync.secrets import Secret, redact_text, redact_url
+from gitsync.secrets import Secret, redact_failure, redact_url
 
 log = logging.getLogger("gitsync.ha")
 
@@ -111,11 +111,7 @@ class Lease:
         try:
             return operation()
         except redis.RedisError as exc:
-            from urllib.parse import urlsplit
-
-            password = urlsplit(self._url.reveal()).password or ""
-            raise LeaseUnavailable(f"HA lease at {self.shown_url}: "
-                                   f"{redact_text(str(exc), self._url, password)}") from None
+            raise LeaseUnavailable(f"HA lease at {redact_failure(self._url, exc)}") from None
 
 
 class Elector:

@@ -66,6 +66,13 @@ def redact_text(text: str, *secrets: Secret | str) -> str:
     return text
 
 
+
+def redact_failure(url: Secret, exc: BaseException) -> str:
+    """`<url>: <error>` with the URL's password (also when the error text repeats it) redacted: how a
+    failure to reach a server named by a secret URL is shown (the HA lease and the HA record in Redis)."""
+    password = urlsplit(url.reveal()).password or ""
+    return f"{redact_url(url.reveal())}: {redact_text(str(exc), url, password)}"
+
 #: Every secret value this process has loaded, so log lines can be scrubbed of them wherever they come from.
 _KNOWN: set[str] = set()
 _KNOWN_LOCK = threading.Lock()
