@@ -86,6 +86,19 @@ class RemoteRepo:
     def pull(self) -> None:
         git("pull", "--quiet", "--rebase", "origin", self.branch, cwd=self.work)
 
+    def commit_as_a_person(self, files: Mapping[str, str | bytes | None], message: str, attempts: int = 20) -> None:
+        """Commit as a person would beside a running gitsync: on the latest head, and when gitsync pushed in
+        between, pull (rebase) and push again."""
+        self.pull()
+        self.commit(files, message, push=False)
+        for _ in range(attempts):
+            try:
+                self.push()
+                return
+            except subprocess.CalledProcessError:
+                self.pull()
+        raise AssertionError(f"could not push {message!r} in {attempts} attempts: the branch kept moving")
+
     def head(self) -> str:
         return git("rev-parse", "HEAD", cwd=self.work)
 

@@ -161,7 +161,7 @@ def run_soak(workdir: Path, *, seconds: float, idle: float = 0.0, definitions: i
                 next_sample += sample_every
             name = names[tick % half]
             committed[name] = f"commit {tick}"
-            _commit(remote, {f"jobs/{name}.kit": kit_text(name, committed[name])}, f"soak commit {tick}")
+            remote.commit_as_a_person({f"jobs/{name}.kit": kit_text(name, committed[name])}, f"soak commit {tick}")
             saved_name = names[half + tick % (definitions - half)]
             saved[saved_name] = f"save {tick}"
             # What a Farm client sends back: the loaded definition without its nulls (Farm's /save model refuses
@@ -220,18 +220,6 @@ def _load(http: httpx.Client, url: str) -> dict[str, Any]:
     answer.raise_for_status()
     found: dict[str, Any] = answer.json()
     return found
-
-
-def _commit(remote: RemoteRepo, files: Mapping[str, str], message: str) -> None:
-    """Commit as a person would: when gitsync pushed in between, pull and push again."""
-    remote.commit(files, message, push=False)
-    for _ in range(20):
-        try:
-            remote.push()
-            return
-        except subprocess.CalledProcessError:
-            remote.pull()
-    remote.push()
 
 
 def _settle(remote: RemoteRepo, target: Path, committed: Mapping[str, str], saved: Mapping[str, str]) -> list[str]:

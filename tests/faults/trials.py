@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ from pushback_support import SAMPLE_REPO
 
 from faults.harness import Farm, arg_history, check_invariants, git_files, slow_receive, until_dead_or
 from gitsync.testing.forge_standin import GitHubStandin
-from gitsync.testing.repos import RemoteRepo, git
+from gitsync.testing.repos import git
 
 
 @dataclass(frozen=True)
@@ -60,19 +59,6 @@ def run_steps(farm: Farm, fault: str | None, steps: list[Step]) -> int:
     return kills
 
 
-def person_commits(remote: RemoteRepo, files: dict[str, str | None], message: str) -> None:
-    """A person's commit, rebased and pushed again if gitsync pushed first (as anyone's would be)."""
-    remote.pull()
-    remote.commit(files, message, push=False)
-    for _ in range(20):
-        try:
-            remote.push()
-            return
-        except subprocess.CalledProcessError:
-            remote.pull()
-    raise AssertionError("could not push the person's commit")
-
-
 def directory_has(farm: Farm, target: str, repo_path: str) -> Callable[[], bool]:
     def check() -> bool:
         wanted = git_files(farm.remote).get(target)
@@ -95,12 +81,12 @@ def direct_trial(farm: Farm, fault: str | None) -> int:
     steps = [
         Step("the first sync", None, lambda: farm.meta("applied_commit") == remote.remote_head()),
         Step("save v1 to reach git", lambda: farm.save("hello-world", saves[0]), git_has(farm, saves[0])),
-        Step("a git change to arrive", lambda: person_commits(remote, {"jobs/ops/gpu-checks.kit": gpu + "\n# tuned\n"},
-                                                                   "Tune gpu-checks"),
+        Step("a git change to arrive",
+             lambda: remote.commit_as_a_person({"jobs/ops/gpu-checks.kit": gpu + "\n# tuned\n"}, "Tune gpu-checks"),
              directory_has(farm, "gpu-checks.kit", "jobs/ops/gpu-checks.kit")),
         Step("save v2 to reach git", lambda: farm.save("hello-world", saves[1]), git_has(farm, saves[1])),
-        Step("a deletion in git to arrive", lambda: person_commits(remote, {"jobs/render/usd-render.kit": None},
-                                                                        "Retire usd-render"),
+        Step("a deletion in git to arrive",
+             lambda: remote.commit_as_a_person({"jobs/render/usd-render.kit": None}, "Retire usd-render"),
              lambda: not (farm.directory / "usd-render.kit").exists() and farm.settled()),
         Step("save v3 to reach git", lambda: farm.save("hello-world", saves[2]), git_has(farm, saves[2])),
     ]
