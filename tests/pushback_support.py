@@ -90,12 +90,7 @@ class JobsService:
         if self.service is not None:
             self.service.stop()
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            waiting.stop_process(self.process)
 
     def load(self) -> dict[str, dict[str, Any]]:
         response = self.http.get(f"{self.url}/load")

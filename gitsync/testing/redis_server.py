@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from gitsync.testing.waiting import wait_until
+from gitsync.testing.waiting import stop_process, wait_until
 
 
 class RedisServer:
@@ -54,13 +54,8 @@ class RedisServer:
         return self.url
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
     def __enter__(self) -> str:
         return self.start()

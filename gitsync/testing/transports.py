@@ -30,6 +30,8 @@ from types import TracebackType
 from typing import IO, Any, cast
 from urllib.parse import unquote, urlsplit
 
+from gitsync.testing.waiting import stop_process
+
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
 
@@ -196,13 +198,8 @@ class SshServer:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        if process is not None:
+            stop_process(process, grace=5)
         if self._log is not None:
             self._log.close()
             self._log = None

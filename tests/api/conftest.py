@@ -31,7 +31,7 @@ from gitsync.jobs_service.server import RunningJobsService
 from gitsync.secrets import Secret
 from gitsync.state import State
 from gitsync.testing.redis_server import RedisServer
-from gitsync.testing.waiting import wait_until
+from gitsync.testing.waiting import stop_process, wait_until
 
 API_KEY = "api-test-key-7d1e40"
 #: Retries without waiting: the tests are about what is retried, not how long it sleeps.
@@ -144,12 +144,7 @@ class ServiceProcess:
     url: str
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def spawn_jobs_service(workdir: Path, store_lines: str) -> ServiceProcess:

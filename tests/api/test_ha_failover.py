@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from gitsync.testing.repos import RemoteRepo
-from gitsync.testing.waiting import wait_until
+from gitsync.testing.waiting import stop_process, wait_until
 
 from .conftest import ServiceProcess, free_port, redis_store_lines, spawn_jobs_service
 from .test_api_target import HELLO, seed
@@ -56,13 +56,7 @@ class Replica:
         return status and status["ha"]["role"]  # type: ignore[index]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace=30)
 
 
 @pytest.fixture

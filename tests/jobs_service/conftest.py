@@ -17,6 +17,7 @@ from gitsync import farm
 from gitsync.jobs_service.config import JobsServiceConfig
 from gitsync.jobs_service.server import RunningJobsService
 from gitsync.secrets import Secret
+from gitsync.testing.waiting import stop_process
 
 from .helpers import API_KEY, JobsApi, free_port, poll_until
 
@@ -92,12 +93,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}"
     finally:
         client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log_file.close()
 
 
