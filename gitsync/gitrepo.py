@@ -89,14 +89,15 @@ def first_fatal(text: str) -> str:
             # "Could not read from remote repository" and the like only say that a line before them has the cause
             # (ssh's "Host key verification failed.", "Permission denied (publickey)."): keep that one too.
             causes = [c for c in lines[:i] if not c.startswith(("warning:", "hint:", "remote:"))]
-            if causes and any(g in fatal for g in _GENERIC_FATAL):
+            # over smart HTTP the status code is in curl's "RPC failed; HTTP 401" line, whatever fatal follows
+            if causes and (any(g in fatal for g in _GENERIC_FATAL) or "RPC failed" in causes[-1]):
                 return f"{causes[-1].removeprefix('error:').strip()} ({fatal})"
             return fatal
     return lines[0].removeprefix("error:").strip()
 
 
 _GENERIC_FATAL = ("Could not read from remote repository", "the remote end hung up", "failed to push some refs",
-                  "early EOF", "index-pack failed")
+                  "early EOF", "index-pack failed", "expected flush after ref listing", "expected 'packfile'")
 
 
 @dataclass(frozen=True)
