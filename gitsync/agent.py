@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gitsync.capture import capture
@@ -49,6 +50,8 @@ class Agent:
         if elector is not None:
             self.metrics.add_ha()
         self.pushback = pushback
+        #: jobs-api push-back: one poll of the service's /load into the outbox (the capture step).
+        self.poll: Callable[[], object] | None = None
         self._watcher: DirectoryWatcher | None = None
         self._dirty: DirtySet | None = None  # what the watcher saw change; None: no watcher, scan everything
         self._debouncer: Debouncer | None = None
@@ -85,8 +88,7 @@ class Agent:
         log.info("starting: %s", self.settings.describe())
         if self.elector is not None:
             self.elector.start()
-        if self.pushback is not None:  # watching before the first cycle: its full scan misses nothing
-            assert isinstance(self.syncer, Syncer), "push-back needs a directory target"
+        if self.pushback is not None and isinstance(self.syncer, Syncer):  # watching before the first cycle
             self._debouncer = Debouncer(self.settings.push_debounce, lambda: self.request_sync("local change"))
             self._dirty = DirtySet()
             self._watcher = DirectoryWatcher(self.syncer.target.directory, self._debouncer.poke, dirty=self._dirty)
@@ -145,6 +147,10 @@ class Agent:
         self._scheduler = BackgroundScheduler(daemon=True)
         self._scheduler.add_job(self.request_sync, trigger, args=["schedule"], id="sync", coalesce=True,
                                 max_instances=1, misfire_grace_time=grace)
+        if self.poll is not None:  # a jobs service sends no events: look at its /load on a timer
+            every = s.target_poll_interval
+            self._scheduler.add_job(self.request_sync, IntervalTrigger(seconds=every), args=["poll"], id="poll",
+                                    coalesce=True, max_instances=1, misfire_grace_time=max(1, int(every)))
         self._scheduler.start()
 
     def _start_server(self) -> None:
@@ -248,12 +254,15 @@ class Agent:
                 self._current_step = "recover"
                 self.syncer.recover()
             if self.pushback is not None and not self._stop.is_set():
-                assert isinstance(self.syncer, Syncer)
                 with steps.step("capture"):  # stable local changes -> outbox
                     self._current_step = "capture"
-                    capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
-                            self.settings.sync_max_delete_share, names=local, settle=self.settings.push_debounce,
-                            max_file_size=self.settings.sync_max_file_size)
+                    if self.poll is not None:  # a jobs service: what others changed through /save, /remove
+                        self.poll()
+                    else:
+                        assert isinstance(self.syncer, Syncer)
+                        capture(self.syncer.target, self.syncer.state, self.pushback.outbox,
+                                self.settings.sync_max_delete_share, names=local,
+                                settle=self.settings.push_debounce, max_file_size=self.settings.sync_max_file_size)
                 if not self.settings.repo_ref:  # pinned (repo.ref): local changes wait in the outbox
                     with steps.step("flush"):  # outbox -> git (its own backoff; never blocks the pull)
                         self._current_step = "flush"
@@ -366,19 +375,7 @@ def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
         return _build_api_agent(settings, metrics)
     syncer = Syncer.from_settings(settings)
     outbox = Outbox(syncer.state)
-    forge = None
-    if settings.push_mode == "pull-request":
-        from gitsync.forge import make_forge, token_reader
-
-        token = token_reader(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
-        forge = make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
-                           settings.push_forge_repository, token)
-    if settings.sync_commit_status and forge is None:
-        from gitsync.forge import make_forge, token_reader
-
-        token = token_reader(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
-        forge = make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
-                           settings.push_forge_repository, token)
+    forge = _forge(settings) if settings.push_mode == "pull-request" or settings.sync_commit_status else None
     pushback = PushBack(settings, syncer.state, syncer.mirror, syncer.target, outbox,
                         forge=forge if settings.push_mode == "pull-request" else None)
     syncer.pending = outbox.held_targets
@@ -389,15 +386,22 @@ def build_agent(settings: Settings, metrics: Metrics | None = None) -> Agent:
     return agent
 
 
+def _forge(settings: Settings) -> Any:
+    from gitsync.forge import make_forge, token_reader
+
+    token = token_reader(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
+    return make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
+                      settings.push_forge_repository, token)
+
+
 def _build_api_agent(settings: Settings, metrics: Metrics | None) -> Agent:
-    """A jobs-api target: pull only (push-back through `/load` polling is not implemented yet), optionally
-    one of several replicas behind a Redis lease."""
+    """A jobs-api target: pull, and push-back by polling the service's `/load` (api_pushback.py), optionally
+    one of several replicas behind a Redis lease (only the leader runs cycles, and it checks its lease
+    right before every /save, /remove and push)."""
+    from gitsync.api_pushback import ApiPushBack
     from gitsync.api_sync import ApiSyncer
 
     syncer = ApiSyncer.from_settings(settings)
-    if settings.push_mode != "off":
-        log.warning("push-back from a jobs-api target is not implemented yet: definitions changed through the "
-                    "jobs service's /save stay there and are reported as drift")
     elector = None
     if settings.ha_redis_url:
         from gitsync.ha import Elector, Lease
@@ -409,7 +413,17 @@ def _build_api_agent(settings: Settings, metrics: Metrics | None) -> Agent:
             syncer.close()
             raise
         syncer.guard = elector.check  # right before every /save and /remove
-    agent = Agent(settings, syncer, metrics, None, elector)
+    try:
+        outbox = Outbox(syncer.state)
+        pushback = ApiPushBack(syncer, outbox, forge=_forge(settings) if settings.push_mode == "pull-request" else None,
+                               guard=elector.check if elector is not None else None)
+    except BaseException:
+        syncer.close()
+        raise
+    syncer.pending = outbox.held_targets  # the pull leaves a definition alone while its change is on its way
+    agent = Agent(settings, syncer, metrics, pushback, elector)
+    agent.poll = pushback.capture
+    pushback.on_push = lambda result: agent.metrics.pushes.labels(result).inc()
     if elector is not None:
         elector.on_change = lambda leading: agent.request_sync("became leader") if leading else None
     return agent

@@ -72,14 +72,25 @@ class ApiPlan:
 
 
 # -- normalising ---------------------------------------------------------------------------------------
+#: Fields a `.kit` file cannot set, so they never travel in either direction. `active`: Farm's directory
+#: store never reads it from a file (a definition loaded from a file is always active), so git cannot say
+#: `active = false`. Sending it to `/save` would make the same repository disable a job on a jobs-api
+#: target that the directory target serves as active; leaving it out lets `/save` apply Farm's default
+#: (true), exactly what Farm does with the file. An `active` changed through `/save` on the service is
+#: likewise not a change push-back could commit.
+NOT_FROM_FILES = frozenset({"active"})
+
+
 def normalise(name: str, definition: Mapping[str, Any]) -> dict[str, Any]:
     """The definition as `/save` takes it and `/load` gives it back: Farm's fields only, defaults and
-    Farm's `value or default` coercions applied, store-only fields (`job_spec_path`, ...) dropped,
-    None values dropped (`/save` refuses an explicit null) and TOML dates turned into strings."""
+    Farm's `value or default` coercions applied, store-only fields (`job_spec_path`, ...) and fields
+    no file can set (`active`) dropped, None values dropped (`/save` refuses an explicit null) and TOML
+    dates turned into strings."""
     known = {k: _jsonable(v) for k, v in definition.items()
              if k in farm.DEFINITION_DEFAULTS and k not in farm.STORE_ONLY_FIELDS}
     full = farm.as_job_definition(name, known)
-    return {k: v for k, v in sorted(full.items()) if k not in farm.STORE_ONLY_FIELDS and v is not None}
+    return {k: v for k, v in sorted(full.items())
+            if k not in farm.STORE_ONLY_FIELDS and k not in NOT_FROM_FILES and v is not None}
 
 
 def fingerprint(definition: Mapping[str, Any]) -> str:

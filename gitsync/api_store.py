@@ -21,7 +21,11 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_applied (
     target TEXT NOT NULL, name TEXT NOT NULL, repo_path TEXT NOT NULL, fingerprint TEXT NOT NULL,
     PRIMARY KEY (target, name));
+CREATE TABLE IF NOT EXISTS api_baseline (
+    target TEXT NOT NULL, name TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (target, name));
 """
+#: The name of the row that says the baseline was taken (no job is called "": Farm refuses it).
+_TAKEN = ""
 
 
 class ApiRecord:
@@ -31,7 +35,9 @@ class ApiRecord:
         self.state = state
         self.target = target
         with state.transaction() as db:
-            db.execute(_SCHEMA)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
 
     def applied(self) -> dict[str, Applied]:
         with self.state.transaction() as db:
@@ -52,9 +58,26 @@ class ApiRecord:
         with self.state.transaction() as db:
             db.execute("DELETE FROM api_applied WHERE target = ? AND name = ?", (self.target, name))
 
+    # -- the baseline: definitions on the service at push-back's first look (see api_capture.py) ----------
+    def baseline(self) -> dict[str, str] | None:
+        with self.state.transaction() as db:
+            rows = dict(db.execute("SELECT name, fingerprint FROM api_baseline WHERE target = ?",
+                                   (self.target,)).fetchall())
+        return None if _TAKEN not in rows else {n: fp for n, fp in rows.items() if n != _TAKEN}
+
+    def take_baseline(self, found: dict[str, str]) -> None:
+        with self.state.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO api_baseline VALUES (?, ?, ?)",
+                           [(self.target, n, fp) for n, fp in {**found, _TAKEN: ""}.items()])
+
+    def prune_baseline(self, names: list[str]) -> None:
+        with self.state.transaction() as db:
+            db.executemany("DELETE FROM api_baseline WHERE target = ? AND name = ?",
+                           [(self.target, n) for n in names if n != _TAKEN])
+
 
 class Record(Protocol):
-    """Where a jobs-api target keeps what gitsync put on the service."""
+    """Where a jobs-api target keeps what gitsync put on the service, and the baseline of what it found there."""
 
     def applied(self) -> dict[str, Applied]: ...
 
@@ -64,17 +87,26 @@ class Record(Protocol):
 
     def forget(self, name: str) -> None: ...
 
+    def baseline(self) -> dict[str, str] | None: ...
+
+    def take_baseline(self, found: dict[str, str]) -> None: ...
+
+    def prune_baseline(self, names: list[str]) -> None: ...
+
 
 class SharedRecord:
     """The record in Redis, shared by HA replicas: a replica taking over knows what its predecessor saved,
     so it neither mistakes those definitions for foreign ones nor saves them a second time. Each write
-    also goes to the local database, so `gitsync status` of any replica can count them."""
+    also goes to the local database, so `gitsync status` of any replica can count them. The push-back
+    baseline is shared too: a definition someone created while the leader was being replaced is new to
+    the successor as well, not the operator's."""
 
     def __init__(self, local: ApiRecord, redis_url: Secret, key: str) -> None:
         import redis
 
         self.local = local
         self.key = f"{key}:applied:{local.target}"
+        self.baseline_key = f"{key}:baseline:{local.target}"
         self._url = redis_url
         self._client = redis.Redis.from_url(redis_url.reveal(), socket_timeout=5, socket_connect_timeout=5)
 
@@ -111,6 +143,21 @@ class SharedRecord:
     def forget(self, name: str) -> None:
         self._call(lambda: self._client.hdel(self.key, name))
         self.local.forget(name)
+
+    def baseline(self) -> dict[str, str] | None:
+        rows = self._call(lambda: self._client.hgetall(self.baseline_key))
+        found = {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+                 for k, v in rows.items()}
+        return None if _TAKEN not in found else {n: fp for n, fp in found.items() if n != _TAKEN}
+
+    def take_baseline(self, found: dict[str, str]) -> None:
+        mapping = {**found, _TAKEN: "taken"}
+        self._call(lambda: self._client.hset(self.baseline_key, mapping=mapping))  # type: ignore[arg-type]
+
+    def prune_baseline(self, names: list[str]) -> None:
+        names = [n for n in names if n != _TAKEN]
+        if names:
+            self._call(lambda: self._client.hdel(self.baseline_key, *names))
 
     def close(self) -> None:
         self._client.close()

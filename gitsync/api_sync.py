@@ -147,6 +147,10 @@ class ApiSyncer:
         flat = tuple(sorted(x for found in problems.values() for x in found))
         return CommitDefinitions(wanted, flat, invalid, invalid_names)
 
+    def names_in(self, path: str, blob: str) -> tuple[str, ...]:
+        """The job names one file version defines (from the validation cache: each blob is parsed once)."""
+        return self._check(path, blob).names
+
     def _check(self, path: str, blob: str) -> _Checked:
         cached = self._cache.get(blob)
         if cached is None:

@@ -70,6 +70,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("target.include", str, "", "jobs-api: comma-separated globs, relative to repo.path, of the .kit files "
            "this target gets (* and ** both cross folders), e.g. \"linux/**, shared/**\"; empty = all"),
     Option("target.timeout", float, 30.0, "jobs-api: seconds one HTTP call to the jobs service may take"),
+    Option("target.poll_interval", float, 15.0, "jobs-api: seconds between two polls of the jobs service's /load "
+           "for changes others made through /save or /remove (push-back; each poll runs a cycle)"),
     Option("target.file_mode", str, "0664", "Permissions (octal) of the files gitsync writes; Farm's jobs service "
            "rewrites files in place on jobs/save and jobs/remove, so they must be writable by its user (group-writable "
            "with a shared group, or the same uid)"),
@@ -167,6 +169,7 @@ class Settings:
     target_prune: str
     target_include: str
     target_timeout: float
+    target_poll_interval: float
     target_file_mode: str
     target_group: str
     state_dir: str
@@ -317,7 +320,8 @@ def _from_text(option: Option, text: str, where: str) -> Any:
 def _check_consistency(s: Settings) -> None:
     for key, value in (("sync.interval", s.sync_interval), ("sync.timeout", s.sync_timeout),
                        ("sync.shutdown_timeout", s.sync_shutdown_timeout),
-                       ("target.timeout", s.target_timeout), ("ha.lease_ttl", s.ha_lease_ttl),
+                       ("target.timeout", s.target_timeout), ("target.poll_interval", s.target_poll_interval),
+                       ("ha.lease_ttl", s.ha_lease_ttl),
                        ("push.debounce", s.push_debounce), ("push.max_backoff", s.push_max_backoff)):
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{key} must be more than 0 seconds, got {value}")

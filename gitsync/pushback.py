@@ -55,7 +55,7 @@ class Step:
 
 
 class PushBack:
-    def __init__(self, settings: Settings, state: State, mirror: GitMirror, target: DirectoryTarget,
+    def __init__(self, settings: Settings, state: State, mirror: GitMirror, target: DirectoryTarget | None,
                  outbox: Outbox, forge: Any = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.state = state
@@ -349,7 +349,7 @@ class PushBack:
             if defset.is_definition_path(path) and path not in carried:
                 record = cached.get(path)
                 names_here = record.names if record and record.blob == item.blob else \
-                    check_kit(self.mirror.read_blob(item.blob), path).names
+                    self._names_of(path, item.blob)
                 files[path] = defset.Checked(path, names_here, ())
         for path, jobs in texts.items():
             files[path] = defset.Checked(path, jobs, ())
@@ -360,6 +360,10 @@ class PushBack:
                 if step.repo_path in carried else ()
             checked.append(replace(step, carried=replace(step.carried, problems=errors)) if errors else step)
         return checked
+
+    def _names_of(self, path: str, blob: str) -> tuple[str, ...]:
+        """The job names a head file the state does not index defines."""
+        return check_kit(self.mirror.read_blob(blob), path).names
 
     def _new_path(self, target: str) -> str:
         folder = (self.settings.push_new_file_dir or self.settings.repo_path).strip("/")
@@ -445,14 +449,18 @@ class PushBack:
                 lines.append(f"- {job}: {verb} in {s.repo_path} ({s.entry.origin})")
         return "\n".join(lines)
 
+    def _place(self) -> str:
+        """Where local changes come from, for `{directory}` and the `Gitsync-Origin` trailer."""
+        return str(self.target.directory) if self.target is not None else ""
+
     def _origin(self, steps: list[Step]) -> str:
-        return f"{socket.gethostname()}:{self.target.directory}"
+        return f"{socket.gethostname()}:{self._place()}"
 
     def _message(self, steps: list[Step]) -> str:
         jobs = sorted({j for s in steps for j in s.carried.changed})
         return self.settings.push_message.replace("\\n", "\n").format(
             summary=self._summary(steps), details=self._details(steps), origin=self._origin(steps),
-            jobs=", ".join(jobs), host=socket.gethostname(), directory=self.target.directory)
+            jobs=", ".join(jobs), host=socket.gethostname(), directory=self._place())
 
 
 def _in_commit(steps: list[Step], files: dict[str, bytes | None]) -> list[Step]:
