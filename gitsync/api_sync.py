@@ -72,10 +72,12 @@ class ApiSyncer:
         self._lock: StateLock | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ApiSyncer:
-        """The syncer `gitsync sync`, `plan` and `run` use for `target.kind = "jobs-api"`."""
+    def from_settings(cls, settings: Settings, *, lock: bool = True) -> ApiSyncer:
+        """The syncer `gitsync sync`, `plan` and `run` use for `target.kind = "jobs-api"`. `lock=False` opens
+        the state beside a running agent: only for a command that takes its turn (turn.py)."""
         from gitsync.api_store import ApiRecord, Record, SharedRecord
         from gitsync.credentials import credentials_from
+        from gitsync.outbox import Outbox
         from gitsync.state import StateLock
         from gitsync.sync import _normalise_url
 
@@ -84,7 +86,7 @@ class ApiSyncer:
             raise ConfigError("target.kind = jobs-api needs the jobs service's api_key: set target.api_key_file "
                               "(GITSYNC_TARGET_API_KEY_FILE) or target.api_key_env (GITSYNC_TARGET_API_KEY_ENV)")
         state_dir = settings.state_path
-        lock = StateLock(state_dir)
+        held = StateLock(state_dir) if lock else None
         try:
             state = State(state_dir)
             _claim(state, settings.target_url)
@@ -99,9 +101,11 @@ class ApiSyncer:
             include = tuple(p.strip() for p in settings.target_include.split(",") if p.strip())
             syncer = cls(settings, state, mirror, target, include=include)
         except BaseException:
-            lock.release()
+            if held is not None:
+                held.release()
             raise
-        syncer._lock = lock
+        syncer._lock = held
+        syncer.pending = Outbox(state).held_targets  # changes made on the service on their way to git: not drift
         return syncer
 
     def close(self) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 from gitsync.cli import EXIT_ERROR, EXIT_OK, settings_from
-from gitsync.commands.session import build_pushback, session
+from gitsync.commands.session import ApiSession, Session, api_session, build_pushback, session
 from gitsync.config import Settings
 from gitsync.errors import ConfigError, GitsyncError
 from gitsync.outbox import Entry, Outbox
@@ -50,7 +51,7 @@ def run_outbox(args: argparse.Namespace) -> int:
     if settings.repo_ref:
         raise ConfigError(f"repo.ref pins the directory at {settings.repo_ref}: local changes wait in the outbox "
                           "until the pin is removed")
-    with session(settings) as work:
+    with _session(settings) as work:
         outbox = Outbox(work.syncer.state)
         chosen = _choose(outbox.entries(), args.targets, required=args.action == "drop")
         pushback = build_pushback(settings, work.syncer)
@@ -60,8 +61,9 @@ def run_outbox(args: argparse.Namespace) -> int:
             kept = work.syncer.state.get("conflicts", [])[before:]
             work.syncer.sync()
             where = ", ".join(c["branch"] for c in kept) or "nowhere: it matched git already"
+            place = "the jobs service" if settings.target_kind == "jobs-api" else "the directory"
             print(f"dropped {len(chosen)} local change(s) ({', '.join(e.target for e in chosen)}); kept on {where}; "
-                  "the directory has git's version again")
+                  f"{place} has git's version again")
             return EXIT_OK
         outbox.mark([e.target for e in chosen if e.status == "blocked"], "pending")  # checked again
         work.syncer.state.set(push_failures=0, push_next_attempt=0)
@@ -75,6 +77,11 @@ def run_outbox(args: argparse.Namespace) -> int:
     reasons = "; ".join(f"{e.target}: {e.error or e.status}" for e in left[:5])
     print(f"{len(left)} of {len(chosen)} change(s) still waiting: {error or reasons}")
     return EXIT_ERROR
+
+
+def _session(settings: Settings) -> AbstractContextManager[Session | ApiSession]:
+    """The turn on the state directory, with the syncer of the configured target kind."""
+    return api_session(settings) if settings.target_kind == "jobs-api" else session(settings)
 
 
 def outbox_entries(settings: Settings) -> list[Entry]:
@@ -133,7 +140,7 @@ def run_conflicts(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.branches and not args.all:
         raise ConfigError("name the conflict branch(es) to acknowledge, or give --all")
-    with session(settings) as work:
+    with _session(settings) as work:
         records = list(work.syncer.state.get("conflicts", []))
         known = {c["branch"] for c in records}
         unknown = [b for b in args.branches if b not in known]

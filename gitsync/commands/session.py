@@ -20,6 +20,7 @@ from gitsync.sync import Syncer
 from gitsync.turn import turn
 
 if TYPE_CHECKING:
+    from gitsync.api_sync import ApiSyncer
     from gitsync.pushback import PushBack
 
 log = logging.getLogger("gitsync.session")
@@ -52,6 +53,30 @@ def session(settings: Settings, *, exclusive: bool = False) -> Iterator[Session]
         syncer.close()
 
 
+@dataclass
+class ApiSession:
+    syncer: ApiSyncer
+    beside_agent: bool
+
+
+@contextmanager
+def api_session(settings: Settings) -> Iterator[ApiSession]:
+    """`session` for a jobs-api target (`outbox retry|drop`, `conflicts ack`)."""
+    from gitsync.api_sync import ApiSyncer
+
+    try:
+        syncer = ApiSyncer.from_settings(settings)
+        beside = False
+    except StateBusy:
+        syncer = ApiSyncer.from_settings(settings, lock=False)
+        beside = True
+    try:
+        with turn(settings.state_path, timeout=2 * settings.sync_timeout + 30):
+            yield ApiSession(syncer, beside)
+    finally:
+        syncer.close()
+
+
 def forge_for(settings: Settings) -> Any:
     """The forge API client in pull-request mode, else None."""
     if settings.push_mode != "pull-request":
@@ -63,10 +88,15 @@ def forge_for(settings: Settings) -> Any:
                       settings.push_forge_repository, token)
 
 
-def build_pushback(settings: Settings, syncer: Syncer) -> PushBack:
+def build_pushback(settings: Settings, syncer: Syncer | ApiSyncer) -> PushBack:
     """The push-back side as the agent wires it."""
     from gitsync.outbox import Outbox
     from gitsync.pushback import PushBack
+
+    if not isinstance(syncer, Syncer):
+        from gitsync.api_pushback import ApiPushBack
+
+        return ApiPushBack(syncer, Outbox(syncer.state), forge=forge_for(settings))
 
     return PushBack(settings, syncer.state, syncer.mirror, syncer.target, Outbox(syncer.state),
                     forge=forge_for(settings))

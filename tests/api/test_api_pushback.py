@@ -142,6 +142,7 @@ def test_a_remove_by_someone_else_becomes_a_deletion_commit(
     assert Outbox(agent.syncer.state).entries() == []
 
 
+@pytest.mark.parametrize("service", ["directory"], indirect=True)  # the store that fills in job_spec_path
 def test_gitsyncs_own_saves_and_farms_defaults_never_come_back_as_changes(
         remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent]) -> None:
     seed(remote)
@@ -149,7 +150,7 @@ def test_gitsyncs_own_saves_and_farms_defaults_never_come_back_as_changes(
     remote.commit({"jobs/hello.kit": HELLO.replace('"hi"', '"from git"')}, "change hello")
     head = remote.remote_head()
     wait_until(lambda: service.load()["hello"]["args"] == ["from git"], TIMEOUT, "the commit to reach the service")
-    assert service.load()["hello"].get("job_spec_path") is not None or "redis" in service.config.store_class
+    assert service.load()["hello"]["job_spec_path"]  # Farm's own field, never a change
     cycles(agent, 5)
     assert remote.remote_head() == head  # nothing of its own, nor Farm's filled-in fields, was pushed
     assert Outbox(agent.syncer.state).entries() == []
@@ -211,6 +212,34 @@ def test_a_change_waits_in_the_outbox_while_the_remote_is_down_and_is_pushed_whe
     wait_until(lambda: new_commits(remote, before), TIMEOUT, "the kept change to be pushed (push retry)")
     assert 'args = ["while git is down"]' in remote.show("jobs/hello.kit")
     wait_until(lambda: not Outbox(agent.syncer.state).entries(), TIMEOUT, "the outbox to empty")
+
+
+@pytest.mark.parametrize("service", ["redis"], indirect=True)
+def test_outbox_drop_keeps_a_waiting_change_on_a_conflict_branch_and_restores_gits_version(
+        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent], tmp_path: Path,
+        key_file: Path) -> None:
+    seed(remote)
+    agent = start_agent(remote, service.url, poll=3600)
+    away = remote.bare.with_name("remote-away.git")
+    remote.bare.rename(away)
+    service.save(definition(service, "hello", args=["given up"]))
+    cycle(agent)
+    assert [e.target for e in Outbox(agent.syncer.state).entries()] == ["hello"]
+    agent.stop()  # before its push retry could settle the change
+    away.rename(remote.bare)
+    env = {**os.environ, "GITSYNC_REPO_URL": remote.url, "GITSYNC_REPO_PATH": "jobs",
+           "GITSYNC_TARGET_KIND": "jobs-api", "GITSYNC_TARGET_URL": service.url,
+           "GITSYNC_TARGET_API_KEY_FILE": str(key_file), "GITSYNC_STATE_DIR": str(tmp_path / "a" / "state")}
+    done = subprocess.run([sys.executable, "-m", "gitsync", "outbox", "drop", "hello"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "the jobs service has git's version again" in done.stdout
+    branch = done.stdout.split("kept on ")[1].split(";")[0]
+    assert 'args = ["given up"]' in remote.show("jobs/hello.kit", f"refs/heads/{branch}")
+    assert service.load()["hello"]["args"] == ["hi"]
+    state = State(tmp_path / "a" / "state")
+    assert Outbox(state).entries() == []
+    state.close()
 
 
 @pytest.mark.parametrize("service", ["redis"], indirect=True)
