@@ -226,7 +226,11 @@ class ApiSyncer:
 
     def record(self, r: SyncResult, wall: float, previous: str | None,
                failures: list[StepFailure] | tuple[StepFailure, ...] = ()) -> None:
-        """What the operator sees in status, history and one log line; any failed step fails the cycle."""
+        """What the operator sees in status, history and one log line; any failed step fails the cycle. As for
+        a directory (quiet.py): an idle cycle, which push-back's poll runs every few seconds, logs at DEBUG."""
+        from gitsync import quiet
+
+        before = (self.state.get("last_result"), self.state.get("last_message"), self.state.get("findings", []))
         fail_on_steps(r, failures)
         self.state.set(**status_fields(r, wall, self.state, self.mirror))
         if r.result != "noop":
@@ -238,8 +242,9 @@ class ApiSyncer:
                 f"{len(r.removed)} removed ({r.duration:.2f} s)")
         if r.message:
             line += f": {r.message}"
-        (log.info if r.ok else log.error)(line)
-        for finding in r.findings:
+        log.log(quiet.sync_line_level(r.result, r.ok, r.message, before[0], before[1],
+                                      changed=bool(r.written or r.removed)), line)
+        for finding in quiet.fresh(r.findings, before[2]):
             log.warning("%s: %s", finding.kind, finding.detail)
 
 

@@ -5,6 +5,7 @@ Redis store (real redis-server)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -144,14 +145,19 @@ def test_a_remove_by_someone_else_becomes_a_deletion_commit(
 
 @pytest.mark.parametrize("service", ["directory"], indirect=True)  # the store that fills in job_spec_path
 def test_gitsyncs_own_saves_and_farms_defaults_never_come_back_as_changes(
-        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent]) -> None:
+        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent],
+        caplog: pytest.LogCaptureFixture) -> None:
     seed(remote)
     agent = start_agent(remote, service.url)
     remote.commit({"jobs/hello.kit": HELLO.replace('"hi"', '"from git"')}, "change hello")
     head = remote.remote_head()
     wait_until(lambda: service.load()["hello"]["args"] == ["from git"], TIMEOUT, "the commit to reach the service")
     assert service.load()["hello"]["job_spec_path"]  # Farm's own field, never a change
-    cycles(agent, 5)
+    cycles(agent, 1)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="gitsync"):
+        cycles(agent, 4)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []  # idle polls are quiet
     assert remote.remote_head() == head  # nothing of its own, nor Farm's filled-in fields, was pushed
     assert Outbox(agent.syncer.state).entries() == []
     assert agent.status()["findings"] == [] and agent.status()["last_result"] in ("synced", "noop")
