@@ -45,6 +45,7 @@ class GitVersion:
     repo_path: str
     blob: str | None  # None: a definition git has not seen (a new file)
     fingerprint: str | None  # the definition's fingerprint in that blob (None: not defined there)
+    in_git: frozenset[str] = frozenset()  # its fingerprints at the applied commit and the fetched head
 
 
 #: `(name, what gitsync recorded for it or None)` -> its git version, or None when it has none.
@@ -105,8 +106,8 @@ def poll(client: JobsApiClient, record: Record, outbox: Outbox, git: GitLookup, 
     captured: list[str] = []
     for name, fp in found.items():
         version = git(name, recorded.get(name))
-        if name not in pending and version is not None and version.fingerprint == fp:
-            continue  # what git already has (a save of gitsync's own that was not recorded yet): no change
+        if name not in pending and version is not None and fp in version.in_git:
+            continue  # what git already has (a save of gitsync's own that a crash kept from the record): no change
         if version is None:  # only a definition gitsync saved has no placeable git version; keep it anyway
             mine = recorded.get(name)
             version = GitVersion(mine.repo_path if mine else "", None, None)

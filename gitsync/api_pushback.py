@@ -82,19 +82,21 @@ class ApiPushBack(PushBack):
             commit = self.state.get(key)
             if commit and commit not in commits and self.mirror.has_commit(commit):
                 commits.append(commit)
+        in_git = frozenset(w.fingerprint for w in (self._defined_in(c).get(name) for c in commits) if w is not None)
         for at, commit in enumerate(commits):
             found = self._defined_in(commit).get(name)
             if found is None or (mine is not None and found.fingerprint != mine.fingerprint):
                 continue
             blob = self.mirror.entries(commit, [found.repo_path])[found.repo_path].blob
-            return GitVersion(found.repo_path, blob if at == 0 or mine is not None else None, found.fingerprint)
+            return GitVersion(found.repo_path, blob if at == 0 or mine is not None else None, found.fingerprint,
+                              in_git)
         if mine is not None:  # git no longer has what gitsync saved: the file at the applied commit is the base
             for commit in commits:
                 item = self.mirror.entries(commit, [mine.repo_path]).get(mine.repo_path)
                 if item is not None:
-                    return GitVersion(mine.repo_path, item.blob, None)
-            return GitVersion(mine.repo_path, None, None)
-        return GitVersion(self._new_path(f"{name}.kit"), None, None)
+                    return GitVersion(mine.repo_path, item.blob, None, in_git)
+            return GitVersion(mine.repo_path, None, None, in_git)
+        return GitVersion(self._new_path(f"{name}.kit"), None, None, in_git)
 
     def _defined_in(self, commit: str) -> dict[str, Wanted]:
         if commit not in self._definitions:
