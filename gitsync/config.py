@@ -51,7 +51,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("repo.username", str, "x-access-token", "User name sent with the token (GitLab: oauth2)"),
     Option("repo.ssh_key_file", str, "", "Private key for ssh:// and git@ URLs"),
     Option("repo.known_hosts_file", str, "", "known_hosts file to verify the ssh host key strictly"),
-    Option("repo.fetch_depth", int, 0, "Fetch only this many commits (0 = full history, needed for rollback)"),
+    Option("repo.fetch_depth", int, 50, "Commits of history the mirror keeps (a shallow mirror, so the state "
+           "directory is bounded by the current tree, not the repository's history); older history is fetched on "
+           "demand (rollback, force-push checks, pins) and pruned again. 0 = the whole history"),
     Option("repo.ref", str, "", "A tag or commit to hold the directory at instead of the branch head (pinning); "
            "local changes wait in the outbox while pinned", flag="--ref"),
     Option("target.directory", str, "", "Job directory the Farm jobs service watches (its "
@@ -89,8 +91,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("maintenance.loose_objects", int, 50, "Loose objects in the mirror that make maintenance pack them "
            "(each takes at least 4 KiB on disk)"),
     Option("maintenance.max_packs", int, 10, "Packs in the mirror that make maintenance run a full git gc"),
-    Option("maintenance.prune_grace", float, 600.0, "Seconds an unreachable object (a rejected push, a conflict "
-           "commit) stays in the mirror before maintenance deletes it"),
+    Option("maintenance.prune_grace", float, 60.0, "Seconds an unreachable object (history below the shallow "
+           "boundary, a rejected push, a conflict commit) stays in the mirror before maintenance deletes it"),
     Option("log.heartbeat", float, 3600.0, "Seconds between the INFO heartbeat lines of an agent (0 = none)"),
     Option("sync.interval", float, 30.0, "Seconds between syncs (Farm agents poll every 30 s too)",
            flag="--interval"),

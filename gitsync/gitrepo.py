@@ -36,7 +36,14 @@ _LOCK = threading.RLock()
 REMOTE_REF = "refs/gitsync/remote"
 APPLIED_REF = "refs/gitsync/applied"
 PINNED_REF = "refs/gitsync/pinned"
+#: A tree of the blobs gitsync still needs outside the applied commit (see GitMirror.keep).
+KEEP_REF = "refs/gitsync/keep"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+#: git's global option that ignores a shallow mirror's boundary (its `shallow` file): commands follow the real
+#: parents as far as the mirror holds them, and fail on a missing commit instead of treating it as a root.
+_WHOLE = ("--shallow-file", "")
 
 
 class BranchNotFound(GitError):
@@ -192,6 +199,8 @@ class GitMirror:
         self.timeout = timeout
         self.depth = depth
         self._repo: Any = None
+        #: (older, newer) pairs found not to be ancestors with the whole history at hand (see is_ancestor).
+        self._not_ancestor: set[tuple[str, str]] = set()
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
@@ -284,6 +293,11 @@ class GitMirror:
         text = out.decode("utf-8", "surrogateescape")
         return text[:-1] if strip_newline_in_stdout and text.endswith("\n") else text
 
+    def _depth(self) -> list[str]:
+        """`--depth` for every fetch of a shallow mirror: a fetch without it would bring a branch's, tag's or
+        commit's whole history below the boundary."""
+        return [f"--depth={self.depth}"] if self.depth > 0 else []
+
     def _ensure_mirror(self) -> None:
         if not (self.path / "HEAD").exists():
             with self._git("init"):  # GitPython creates it, once
@@ -316,9 +330,8 @@ class GitMirror:
             return self._fetch_head()
 
     def _fetch_head(self) -> str:
-        depth = [f"--depth={self.depth}"] if self.depth > 0 else []
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", *depth, "--", self.url,
+            self._run("fetch", "fetch", "--no-tags", "--quiet", *self._depth(), "--", self.url,
                       f"+refs/heads/{self.branch}:{REMOTE_REF}", network=True)
         except GitError as exc:
             if "couldn't find remote ref" not in exc.detail:
@@ -345,11 +358,121 @@ class GitMirror:
             return False
 
     def is_ancestor(self, older: str, newer: str) -> bool:
-        try:
-            self._run("merge-base", "merge-base", "--is-ancestor", "--end-of-options", older, newer)
-            return True
-        except GitError:
+        """Whether `older` is in the history of `newer` (the branch head), as a full clone would answer. A shallow
+        mirror's boundary is ignored (git's `--shallow-file ""`): the real parents are followed as far as the
+        mirror has them, so the usual case (the previous head, kept by its ref, just past the boundary) costs
+        nothing; when the walk needs a commit the mirror lacks, the history is deepened from the remote and the
+        question asked again. So a missing history never reads as a force-push or an unlanded push. A "no" is
+        remembered (commits never change)."""
+        if (older, newer) in self._not_ancestor:
             return False
+        for step in (None, *self._DEEPEN_STEPS):
+            if step is not None:
+                if not self.shallow_commits():
+                    break
+                self.deepen(step)
+            if self._exit_code(*_WHOLE, "merge-base", "--is-ancestor", "--end-of-options", older, newer)[0] == 0 \
+                    or self._is_ancestor_here(older, newer):
+                return True  # a path found through real parents is real, in either view
+            # git 2.39's merge-base also answers "no" when a parent is missing, so a "no" counts only once the
+            # mirror holds newer's whole history (its walk meets no shallow boundary)
+            if not self._history_cut(newer):
+                if len(self._not_ancestor) > 1000:
+                    self._not_ancestor.clear()
+                self._not_ancestor.add((older, newer))
+                return False
+            log.debug("is %s in the history of %s? more history needed", older[:12], newer[:12])
+        if not self.has_commit(older):  # the whole history is here and it is not: not an ancestor
+            self._not_ancestor.add((older, newer))
+            return False
+        raise GitError(f"cannot tell whether {older[:12]} is in the history of {newer[:12]}: the remote no longer "
+                       f"has the history of {newer[:12]}; will retry")
+
+    def _is_ancestor_here(self, older: str, newer: str) -> bool:
+        """The same question in the mirror's own (shallow) view: what rev-list, merge-tree and log see."""
+        return self._exit_code("merge-base", "--is-ancestor", "--end-of-options", older, newer)[0] == 0
+
+    def _exit_code(self, *args: str, stdout: bool = False) -> tuple[int, str]:
+        """A local git command whose exit code is the answer: (code, stderr or `stdout`), never an exception,
+        never a repair mark (a commit missing from a shallow mirror is not damage)."""
+        import subprocess
+
+        with _LOCK:
+            self._ensure_mirror()
+            done = subprocess.run(["git", *args], cwd=self.path, capture_output=True, stdin=subprocess.DEVNULL,
+                                  env={**os.environ, **self._env("git"), "LC_ALL": "C", "LANGUAGE": "C"})
+        return done.returncode, (done.stdout if stdout else done.stderr).decode("utf-8", "replace")
+
+    # -- shallow history (repo.fetch_depth): deepened on demand -------------------------------------------
+    #: How a shallow mirror is deepened when an answer needs history beyond its boundary: twice by more
+    #: commits (`--deepen`, in multiples of the depth), then the whole history (`--unshallow`). The next
+    #: fetch (`--depth`) cuts it back, and maintenance prunes what fell below the boundary.
+    _DEEPEN_STEPS: tuple[int, ...] = (10, 100, 0)
+
+    def shallow_commits(self) -> set[str]:
+        """The commits whose parents the mirror lacks (git's `shallow` file); empty for a complete mirror."""
+        try:
+            return set((self.path / "shallow").read_text(encoding="ascii").split())
+        except (OSError, UnicodeDecodeError):
+            return set()
+
+    def _history_cut(self, newer: str) -> bool:
+        """Whether the history of `newer` in the mirror reaches the shallow boundary (so commits are missing)."""
+        cut = self.shallow_commits()
+        if not cut:
+            return False
+        if newer in cut:
+            return True
+        code, out = self._exit_code("rev-list", "--end-of-options", newer, "--", stdout=True)
+        return code != 0 or any(line in cut for line in out.splitlines())
+
+    def deepen(self, factor: int) -> None:
+        """Fetch more of the branch's history: `factor` times the depth more commits, or all of it (0)."""
+        how = f"--deepen={max(1, self.depth) * factor}" if factor else "--unshallow"
+        log.info("deepening the shallow mirror of %s (%s): an answer needs older history", self.branch, how)
+        try:
+            self._run("fetch", "fetch", "--no-tags", "--quiet", how, "--", self.url,
+                      f"+refs/heads/{self.branch}:{REMOTE_REF}", network=True)
+        except GitError as exc:
+            # --unshallow on a complete repository ("on a complete repository does not make sense")
+            if "complete repository" not in exc.detail:
+                raise
+
+    def reach(self, older: str, newer: str) -> None:
+        """Make the mirror's own view hold the history from `newer` down to `older` and `older`'s parents, so
+        rev-list, merge-tree and log (rollback) see what a full clone sees. `older` must be an ancestor."""
+        for step in (None, *self._DEEPEN_STEPS):
+            if step is not None:
+                if not self.shallow_commits():
+                    break
+                self.deepen(step)
+            if older not in self.shallow_commits() and self._is_ancestor_here(older, newer):
+                return
+        raise GitError(f"cannot read the history from {newer[:12]} to {older[:12]}: the remote no longer has it")
+
+    def find_in_history(self, name: str) -> str | None:
+        """A commit id (full or abbreviated) or ref name, looked up in the branch's history: on a shallow mirror
+        history is deepened until it is found or the mirror holds all of it (`None`: not in the branch)."""
+        for step in (None, *self._DEEPEN_STEPS):
+            if step is not None:
+                if not self.shallow_commits():
+                    return None
+                self.deepen(step)
+            found = self.find_commit(name)
+            if found and self.has_commit(found):
+                return found
+        return None
+
+    def parents(self, sha: str) -> list[str]:
+        """The parents of a commit, deepening a shallow mirror when `sha` is at its boundary (where git would
+        report no parents, and a revert would take the commit for the first one)."""
+        for step in (None, *self._DEEPEN_STEPS):
+            if step is not None:
+                self.deepen(step)
+            if sha not in self.shallow_commits():
+                return self._run("rev-list", "rev-list", "--parents", "-n", "1", "--end-of-options", sha,
+                                 "--").split()[1:]
+        raise GitError(f"cannot read the parents of {sha[:12]}: the remote no longer has its history")
 
     def path_exists(self, commit: str, path: str) -> bool:
         if not path:
@@ -572,7 +695,8 @@ class GitMirror:
     def fetch_branch(self, branch: str, ref: str) -> str | None:
         """Fetch another branch (a PR or conflict branch) into `ref`; None when it does not exist."""
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", "--", self.url, f"+refs/heads/{branch}:{ref}",
+            self._run("fetch", "fetch", "--no-tags", "--quiet", *self._depth(), "--", self.url,
+                      f"+refs/heads/{branch}:{ref}",
                       network=True)
         except GitError as exc:
             if "couldn't find remote ref" in exc.detail:
@@ -584,7 +708,8 @@ class GitMirror:
     def fetch_tag(self, tag: str) -> str | None:
         """Fetch one tag into PINNED_REF; the commit it points at, or None when the remote has no such tag."""
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", "--", self.url, f"+refs/tags/{tag}:{PINNED_REF}",
+            self._run("fetch", "fetch", "--no-tags", "--quiet", *self._depth(), "--", self.url,
+                      f"+refs/tags/{tag}:{PINNED_REF}",
                       network=True)
         except GitError as exc:
             if "couldn't find remote ref" in str(exc):
@@ -595,7 +720,7 @@ class GitMirror:
     def fetch_commit(self, sha: str) -> bool:
         """Fetch one commit by its full id (servers allow this for reachable commits); False if refused."""
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", "--", self.url, sha, network=True)
+            self._run("fetch", "fetch", "--no-tags", "--quiet", *self._depth(), "--", self.url, sha, network=True)
         except GitError:
             return False
         return self.has_commit(sha)
@@ -614,8 +739,8 @@ class GitMirror:
         return int(self._run("rev-list", "rev-list", "--count", f"{older}..{newer}", "--").strip() or 0)
 
     def first_parent(self, sha: str) -> str | None:
-        out = self._run("rev-list", "rev-list", "--parents", "-n", "1", sha, "--").split()
-        return out[1] if len(out) > 1 else None
+        found = self.parents(sha)
+        return found[0] if found else None
 
     def tree_of(self, sha: str) -> str:
         return self._run("rev-parse", "rev-parse", "--verify", f"{sha}^{{tree}}").strip()
@@ -654,6 +779,45 @@ class GitMirror:
         misses small mirrors."""
         self._run("repack", "repack", "-d", "-l", "-q", "--no-write-bitmap-index")
         self._run("prune", "prune", f"--expire={max(0, int(prune_grace))}.seconds.ago")
+
+    def keep(self, blobs: Iterable[str]) -> int:
+        """Point KEEP_REF at a tree holding these blobs (those the mirror still has), so maintenance never prunes
+        them: the bases of local changes waiting in the outbox and the last good versions of held files, whose
+        commits may have fallen below a shallow mirror's boundary. Returns how many are kept."""
+        import subprocess
+
+        wanted = sorted(set(blobs))
+        present = [b for b, size in self.blob_sizes_present(wanted).items() if size >= 0]
+        if not present:
+            with contextlib.suppress(GitError):
+                self._run("update-ref", "update-ref", "-d", "--", KEEP_REF)
+            return 0
+        with _LOCK:
+            done = subprocess.run(["git", "--git-dir", str(self.path), "mktree"], capture_output=True,
+                                  input="".join(f"100644 blob {b}\t{b}\n" for b in present).encode(),
+                                  env={**os.environ, **git_env(self.credentials)})
+        if done.returncode:
+            raise GitError(f"git mktree failed in the mirror {self.path}: {first_fatal(done.stderr.decode())}")
+        self.update_ref(KEEP_REF, done.stdout.decode().strip())
+        return len(present)
+
+    def blob_sizes_present(self, blobs: list[str]) -> dict[str, int]:
+        """Like blob_sizes, but a missing object is -1 instead of an error (nothing is marked for repair)."""
+        if not blobs:
+            return {}
+        import subprocess
+
+        with _LOCK:
+            self._ensure_mirror()
+            done = subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "--batch-check"],
+                                  input="".join(f"{blob}\n" for blob in blobs).encode(), capture_output=True,
+                                  env={**os.environ, **git_env(self.credentials)})
+        sizes = dict.fromkeys(blobs, -1)
+        for line in done.stdout.decode("utf-8", "replace").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[1] == "blob" and parts[2].isdigit() and parts[0] in sizes:
+                sizes[parts[0]] = int(parts[2])
+        return sizes
 
     def pack_all_loose(self) -> None:
         """git's own `loose-objects` maintenance task: every loose object, reachable or not, into one pack."""

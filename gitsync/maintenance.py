@@ -87,6 +87,8 @@ class Maintenance:
             before = self.mirror.count_objects()
             work = decide(before, loose_limit=s.maintenance_loose_objects, max_packs=s.maintenance_max_packs)
             after = before
+            if work != "none":  # before anything is pruned: what the outbox and held files need stays
+                self.mirror.keep(self.state.blobs_outside_tree())
             if work == "pack":
                 self.mirror.pack_loose(prune_grace=s.maintenance_prune_grace)
                 after = self.mirror.count_objects()

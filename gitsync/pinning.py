@@ -28,6 +28,8 @@ def fetch_target(mirror: GitMirror, ref: str) -> str:
             found = _commit(mirror, ref)
         if found is None and len(ref) == 40 and mirror.fetch_commit(ref):
             found = ref
+        if found is None:  # an abbreviated id below a shallow mirror's boundary: deepen the branch to find it
+            found = mirror.find_in_history(ref)
         if found is not None:
             return found
     tagged = mirror.fetch_tag(ref)

@@ -141,6 +141,9 @@ class PushBack:
                 try:
                     self._push(sha, branch)
                 except PushRejected:
+                    # the remote refused it, so it did not land: nothing for _recognise_landed_push to look for (on a
+                    # shallow mirror that would deepen the history to prove a commit is absent)
+                    self.state.set(push_in_flight=None)
                     log.info("branch %s moved on while pushing; rebasing the local change(s)", branch)
                     continue
                 faults.reached("flush.pushed")
@@ -164,7 +167,7 @@ class PushBack:
         flight = self.state.get("push_in_flight")
         if not flight:
             return False
-        if not (self.mirror.has_commit(flight["commit"]) and self.mirror.is_ancestor(flight["commit"], head)):
+        if not self.mirror.is_ancestor(flight["commit"], head):  # a shallow mirror deepens to tell
             return False  # not (yet) in the branch: a receive-pack may still be running; decided on the next try
         current = {e.target: e for e in self.outbox.entries()}
         settled: list[tuple[Entry, str | None, str | None]] = []

@@ -171,6 +171,19 @@ class State:
         with self.transaction() as db:
             return int(db.execute("DELETE FROM validation WHERE blob NOT IN (SELECT blob FROM tree)").rowcount)
 
+    def blobs_outside_tree(self) -> list[str]:
+        """git blobs gitsync still needs that the applied commit may not hold: the base of each local change in
+        the outbox (carried onto git's file at the next flush) and the version of each owned file that is not
+        the applied tree's (a held file keeps its last good version). On a shallow mirror their commits fall
+        below the boundary, so maintenance keeps these by a ref of their own (GitMirror.keep)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT base_blob FROM outbox WHERE base_blob IS NOT NULL AND base_blob != '' "
+                "UNION SELECT base FROM (SELECT COALESCE(NULLIF(m.git_blob, ''), m.blob) AS base, t.blob AS applied "
+                "FROM manifest m LEFT JOIN tree t ON t.repo_path = m.repo_path) "
+                "WHERE applied IS NULL OR applied != base").fetchall()
+        return [row[0] for row in rows]
+
     def checkpoint(self) -> int:
         """Fold the write-ahead log into the database and truncate it (SQLite's automatic checkpoints never
         shrink the file); returns the WAL's size in bytes afterwards. A reader holding an old snapshot

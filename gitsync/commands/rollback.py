@@ -106,12 +106,13 @@ def rollback(syncer: Syncer, settings: Settings, *, commit: str | None = None, t
 
 def make_revert(mirror: GitMirror, head: str, *, commit: str | None, to: str | None, helper: Identity) -> Revert:
     named = to or commit or ""
-    target = mirror.find_commit(named)
-    if not target or not mirror.has_commit(target):
+    target = mirror.find_in_history(named)  # a shallow mirror is deepened to find an older commit
+    if not target:
         raise ConfigError(f"{named!r} is not a commit in branch {mirror.branch!r} (fetched just now); give a commit "
                           "id from `git log` or `gitsync history`")
     if not mirror.is_ancestor(target, head):
         raise ConfigError(f"commit {target[:12]} is not in the history of branch {mirror.branch!r} at {head[:12]}")
+    mirror.reach(target, head)  # a shallow mirror: the history the revert's merge and count read
     if to:
         if target == head:
             return Revert(head, mirror.tree_of(head), "")
