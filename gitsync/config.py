@@ -83,7 +83,7 @@ OPTIONS: tuple[Option, ...] = (
            "(default: ~/.local/state/gitsync)", flag="--state-dir"),
     Option("state.history_limit", int, 1000, "Sync history rows kept in the state database"),
     Option("state.conflicts_limit", int, 50, "Conflict-branch records kept for `gitsync conflicts` and status"),
-    Option("state.validation_cache", int, 5000, "Validation results kept for file versions outside the applied "
+    Option("state.validation_cache", int, 500, "Validation results kept for file versions outside the applied "
            "commit (earlier versions, refused commits); beyond this, maintenance drops them"),
     Option("maintenance.interval", float, 30.0, "Seconds between full maintenance checks between cycles (packing "
            "the mirror when needed, a checkpoint of the state database); after a cycle that fetched or pushed, the "

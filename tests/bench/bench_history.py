@@ -4,8 +4,9 @@ Builds (with `git fast-import`) a repository of `--commits` commits over `--file
 `--defs` are definitions under jobs/, every commit touching `--touch` files; then measures, best of
 `--repeat` interleaved runs after a warm-up:
 
-- gitsync's first sync (`sync --once` into an empty state) with a full fetch (`repo.fetch_depth = 0`)
-  and a shallow one (`repo.fetch_depth = 1`), and its `sync --once` after a one-file commit with each;
+- gitsync's first sync (`sync --once` into an empty state) with a full fetch (`repo.fetch_depth = 0`),
+  the default shallow one (`repo.fetch_depth = 50`) and the shallowest (`1`), its `sync --once` after a
+  one-file commit with each, and the size of its state directory on disk after that;
 - what plain git pays for the same first look with every way of fetching less: a full bare clone,
   `--depth 1`, `--filter=blob:none` (partial; blobs of jobs/ then fetched on demand by `ls-tree` +
   `cat-file`), and `--depth 1 --filter=blob:none --sparse` with `sparse-checkout set jobs`;
@@ -26,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pull import BenchError, Clock, definition, git, gitsync_command, isolate_environment, log, run  # noqa: E402
+
+from gitsync.config import OPTIONS  # noqa: E402
 
 
 def build(root: Path, commits: int, files: int, defs: int, touch: int) -> tuple[Path, list[str]]:
@@ -71,6 +74,15 @@ def build(root: Path, commits: int, files: int, defs: int, touch: int) -> tuple[
     return bare, [p for p, _ in kits]
 
 
+DEFAULT_DEPTH = next(o.default for o in OPTIONS if o.key == "repo.fetch_depth")
+
+
+def disk_kib(path: Path, glob: str = "**/*") -> int:
+    """Allocated size on disk (as `du` counts it) of the files under `path` matching `glob`."""
+    files = [path] if path.is_file() else [p for p in path.glob(glob) if p.is_file()]
+    return sum(p.stat().st_blocks * 512 for p in files) // 1024
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--commits", type=int, default=5000)
@@ -79,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--touch", type=int, default=10, help="files changed by each commit (default 10)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tmp", type=Path, default=None)
+    parser.add_argument("--no-partial", action="store_true",
+                        help="skip the partial clone (--filter=blob:none), which takes minutes per run")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="gitsync-bench-history-", dir=args.tmp))
     isolate_environment(root / "home", root / "pycache")
@@ -131,8 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run(["sh", "-c", script.format(url=url, dir=base / "repo", out=base / "out")])
             return clock.timing.wall
 
+        depths = (0, DEFAULT_DEPTH, 1)
         cases = {
             "gitsync first sync, full fetch (fetch_depth 0)": lambda: gitsync_first(0),
+            f"gitsync first sync, shallow fetch (fetch_depth {DEFAULT_DEPTH}, the default)":
+                lambda: gitsync_first(DEFAULT_DEPTH),
             "gitsync first sync, shallow fetch (fetch_depth 1)": lambda: gitsync_first(1),
             "git: bare clone, full": lambda: shell("git clone --quiet --bare {url} {dir}"),
             "git: bare clone --depth 1": lambda: shell("git clone --quiet --bare --depth 1 {url} {dir}"),
@@ -146,13 +163,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "git clone --quiet --depth 1 {url} {dir} && mkdir {out} && "
                 "find {dir}/jobs -name '*.kit' -exec cp -t {out} {{}} +"),
         }
+        if args.no_partial:
+            del cases["git: bare clone --filter=blob:none + the blobs of jobs/"]
         best: dict[str, float] = {}
         for round_ in range(args.repeat + 1):
             for name, how in cases.items():
                 value = how()
                 if round_:
                     best[name] = min(best.get(name, value), value)
-            for depth in (0, 1):
+            for depth in depths:
                 name = f"gitsync `sync --once` after a one-file commit, fetch_depth {depth}"
                 value = gitsync_change(depth)
                 if round_:
@@ -163,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("| what | time | vs clone --depth 1 + cp |\n|---|---|---|")
         for name, value in best.items():
             print(f"| {name} | {value:.2f} s | {value / floor:.2f}× |")
+        print("\n| state directory on disk after the runs | mirror | state.sqlite3 |\n|---|---|---|")
+        for depth in depths:
+            state = root / "runs" / f"gitsync-{depth}" / "state"
+            print(f"| fetch_depth {depth} | {disk_kib(state / 'mirror.git') / 1024:.1f} MiB | "
+                  f"{disk_kib(state, 'state.sqlite3') / 1024:.1f} MiB |")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
