@@ -41,11 +41,6 @@ KEEP_REF = "refs/gitsync/keep"
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 
-#: git's global option that ignores a shallow mirror's boundary (its `shallow` file): commands follow the real
-#: parents as far as the mirror holds them, and fail on a missing commit instead of treating it as a root.
-_WHOLE = ("--shallow-file", "")
-
-
 class BranchNotFound(GitError):
     pass
 
@@ -358,12 +353,14 @@ class GitMirror:
             return False
 
     def is_ancestor(self, older: str, newer: str) -> bool:
-        """Whether `older` is in the history of `newer` (the branch head), as a full clone would answer. A shallow
-        mirror's boundary is ignored (git's `--shallow-file ""`): the real parents are followed as far as the
-        mirror has them, so the usual case (the previous head, kept by its ref, just past the boundary) costs
-        nothing; when the walk needs a commit the mirror lacks, the history is deepened from the remote and the
-        question asked again. So a missing history never reads as a force-push or an unlanded push. A "no" is
-        remembered (commits never change)."""
+        """Whether `older` is in the history of `newer` (the branch head), as a full clone would answer.
+
+        On a shallow mirror git would answer "no" whenever the path crosses the boundary, so the question is
+        asked in a view where the boundary lies only where commits are really missing (`_real_view`): the usual
+        case, the previous head kept by its ref and just past the new boundary, costs nothing. A "no" is believed
+        only when newer's history in that view is complete; otherwise the history is deepened from the remote
+        and the question asked again. So missing history never reads as a force-push or an unlanded push. A
+        "no" is remembered (commits never change)."""
         if (older, newer) in self._not_ancestor:
             return False
         for step in (None, *self._DEEPEN_STEPS):
@@ -371,12 +368,10 @@ class GitMirror:
                 if not self.shallow_commits():
                     break
                 self.deepen(step)
-            if self._exit_code(*_WHOLE, "merge-base", "--is-ancestor", "--end-of-options", older, newer)[0] == 0 \
-                    or self._is_ancestor_here(older, newer):
-                return True  # a path found through real parents is real, in either view
-            # git 2.39's merge-base also answers "no" when a parent is missing, so a "no" counts only once the
-            # mirror holds newer's whole history (its walk meets no shallow boundary)
-            if not self._history_cut(newer):
+            view, cut = self._real_view()
+            if self._exit_code(*view, "merge-base", "--is-ancestor", "--end-of-options", older, newer)[0] == 0:
+                return True
+            if not self._history_cut(newer, view, cut):
                 if len(self._not_ancestor) > 1000:
                     self._not_ancestor.clear()
                 self._not_ancestor.add((older, newer))
@@ -392,14 +387,14 @@ class GitMirror:
         """The same question in the mirror's own (shallow) view: what rev-list, merge-tree and log see."""
         return self._exit_code("merge-base", "--is-ancestor", "--end-of-options", older, newer)[0] == 0
 
-    def _exit_code(self, *args: str, stdout: bool = False) -> tuple[int, str]:
+    def _exit_code(self, *args: str, stdout: bool = False, given: str = "") -> tuple[int, str]:
         """A local git command whose exit code is the answer: (code, stderr or `stdout`), never an exception,
         never a repair mark (a commit missing from a shallow mirror is not damage)."""
         import subprocess
 
         with _LOCK:
             self._ensure_mirror()
-            done = subprocess.run(["git", *args], cwd=self.path, capture_output=True, stdin=subprocess.DEVNULL,
+            done = subprocess.run(["git", *args], cwd=self.path, capture_output=True, input=given.encode(),
                                   env={**os.environ, **self._env("git"), "LC_ALL": "C", "LANGUAGE": "C"})
         return done.returncode, (done.stdout if stdout else done.stderr).decode("utf-8", "replace")
 
@@ -416,14 +411,60 @@ class GitMirror:
         except (OSError, UnicodeDecodeError):
             return set()
 
-    def _history_cut(self, newer: str) -> bool:
-        """Whether the history of `newer` in the mirror reaches the shallow boundary (so commits are missing)."""
+    def _real_view(self) -> tuple[tuple[str, ...], set[str]]:
+        """git options for a view of the mirror cut only where commits are really missing, and those cuts.
+
+        Each fetch with `--depth` marks its deepest commits shallow even when their parents are in the mirror
+        (the previous head, kept by its ref), so git's own view cuts the history there. The view here keeps only
+        the marks whose commits lack a parent (`--shallow-file` with that list); the mirror's own file is left
+        as it is, so what fell below the boundary stays unreachable and is pruned."""
         cut = self.shallow_commits()
+        if not cut:
+            return (), set()
+        parents = self._parents_of(sorted(cut))
+        wanted = sorted({p for ps in parents.values() for p in ps})
+        present = {sha for sha, line in self._batch_check(wanted).items() if not line.endswith("missing")}
+        real = {c for c in cut if c not in parents or any(p not in present for p in parents[c])}
+        if real == cut:
+            return (), cut
+        view = self.path / "gitsync-shallow-view"
+        view.write_text("".join(f"{c}\n" for c in sorted(real)), encoding="ascii")
+        return ("--shallow-file", str(view)), real
+
+    def _parents_of(self, commits: list[str]) -> dict[str, list[str]]:
+        """The parents each commit object names (git's shallow view hides them), read in one `cat-file --batch`."""
+        import subprocess
+
+        with _LOCK:
+            done = subprocess.run(["git", "cat-file", "--batch"], cwd=self.path, capture_output=True,
+                                  input="".join(f"{c}\n" for c in commits).encode(),
+                                  env={**os.environ, **self._env("git")})
+        out, at, found = done.stdout, 0, {}
+        for sha in commits:
+            end = out.find(b"\n", at)
+            header = out[at:end].split()
+            if end < 0 or len(header) != 3 or header[1] != b"commit":
+                break
+            size = int(header[2])
+            body = out[end + 1:end + 1 + size].split(b"\n\n", 1)[0]
+            found[sha] = [line.split()[1].decode() for line in body.splitlines() if line.startswith(b"parent ")]
+            at = end + 1 + size + 1
+        return found
+
+    def _batch_check(self, shas: list[str]) -> dict[str, str]:
+        """`git cat-file --batch-check` for each id: its answer line ("<id> missing" when absent)."""
+        if not shas:
+            return {}
+        _, out = self._exit_code("cat-file", "--batch-check", stdout=True, given="".join(f"{s}\n" for s in shas))
+        return dict(zip(shas, out.splitlines(), strict=False))
+
+    def _history_cut(self, newer: str, view: tuple[str, ...], cut: set[str]) -> bool:
+        """Whether the history of `newer` in `view` reaches a commit whose parents are missing (`cut`)."""
         if not cut:
             return False
         if newer in cut:
             return True
-        code, out = self._exit_code("rev-list", "--end-of-options", newer, "--", stdout=True)
+        code, out = self._exit_code(*view, "rev-list", "--end-of-options", newer, "--", stdout=True)
         return code != 0 or any(line in cut for line in out.splitlines())
 
     def deepen(self, factor: int) -> None:

@@ -488,7 +488,9 @@ class Syncer:
                 raise TargetError(f"the job directory {self.target.directory} is gone (deleted or unmounted?); "
                                   "nothing was written: restore or mount it, or run with --force to recreate it "
                                   "with git's definitions")
-            if applied and applied != head and not self.settings.repo_ref and self.mirror.has_commit(applied) \
+            # is_ancestor deepens a shallow mirror as far as needed (the applied commit may be missing from it
+            # after a re-clone, or below the boundary after a long stop), so missing history is never a force-push
+            if applied and applied != head and not self.settings.repo_ref \
                     and not self.mirror.is_ancestor(applied, head):
                 if self.settings.sync_on_force_push == "refuse":
                     raise GitError(f"branch {self.settings.repo_branch} was rewritten (force-push): {applied[:12]} "

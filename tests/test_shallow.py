@@ -93,19 +93,45 @@ def test_a_shallow_mirror_keeps_about_depth_commits_however_many_are_pushed(samp
     assert kept <= depth + 2  # the boundary moves with the branch; what fell below it is pruned
 
 
+@pytest.mark.parametrize("mirror", ["kept", "lost"])
 def test_a_fast_forward_past_the_shallow_boundary_is_not_taken_for_a_force_push(sample_remote: RemoteRepo,
-                                                                               tmp_path: Path) -> None:
-    """The applied commit fell below the boundary of the new fetch: the mirror deepens instead of refusing."""
+                                                                               tmp_path: Path, mirror: str) -> None:
+    """The applied commit fell below the boundary of the new fetch (or the mirror was lost and fetched again
+    without it): the mirror deepens instead of refusing."""
+    import shutil
+
     s = Syncer.from_settings(settings_for(sample_remote, tmp_path, **{"sync.on_force_push": "refuse"}))
     try:
         assert s.sync().result == "synced"
         others(sample_remote, 4 * DEPTH)
         prune_now(s)
+        if mirror == "lost":
+            s.mirror.close()
+            shutil.rmtree(s.mirror.path)
         result = s.sync()
     finally:
         s.close()
     assert result.result == "synced", result.message
     assert result.head == sample_remote.remote_head()
+
+
+def test_the_previous_head_just_past_the_boundary_needs_no_deepening(sample_remote: RemoteRepo, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """At depth 1 every fetch marks the new head shallow although its parent, the applied commit, is in the
+    mirror: the ancestry check follows that real parent instead of fetching more history each cycle."""
+    import logging
+
+    s = Syncer.from_settings(settings_for(sample_remote, tmp_path, **{"repo.fetch_depth": 1,
+                                                                       "sync.on_force_push": "refuse"}))
+    try:
+        assert s.sync().result == "synced"
+        with caplog.at_level(logging.DEBUG, logger="gitsync.git"):
+            for i in range(3):
+                sample_remote.commit({"jobs/o0.kit": kit("o0", args=(str(i),))})
+                assert s.sync().result == "synced"
+    finally:
+        s.close()
+    assert not [r for r in caplog.records if "deepening" in r.getMessage()]
 
 
 def test_a_force_push_is_still_detected_on_a_shallow_mirror(sample_remote: RemoteRepo, tmp_path: Path) -> None:
