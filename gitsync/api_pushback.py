@@ -115,15 +115,17 @@ class ApiPushBack(PushBack):
             else:
                 item = listing.get(repo_path)
                 head_text = self.mirror.read_blob(item.blob) if item else None
+            if not self._reverting and not self._synced(repo_path):
+                self._block_placement(entry, repo_path)
+                continue
             base = self.mirror.read_blob(entry.base_blob) if entry.base_blob else None
             local: bytes | None = None
-            problem = None if self._reverting else self._placement_problem(entry.target, repo_path)
-            if problem is None:
-                try:
-                    local = _local_text(base, entry.target, definition_of(entry.content))
-                except ValueError as exc:  # a layout kitedit cannot edit safely (e.g. jobs as dotted keys)
-                    problem = Problem(repo_path, 1, 1, "error", f"cannot write job {entry.target!r} into the git "
-                                      f"file: {exc}", "make this change in git directly")
+            problem = None
+            try:
+                local = _local_text(base, entry.target, definition_of(entry.content))
+            except ValueError as exc:  # a layout kitedit cannot edit safely (e.g. jobs as dotted keys)
+                problem = Problem(repo_path, 1, 1, "error", f"cannot write job {entry.target!r} into the git "
+                                  f"file: {exc}", "make this change in git directly")
             carried = Carried(head_text, (), (), (problem,)) if problem else carry(local, base, head_text, repo_path)
             steps.append(ApiStep(entry, repo_path, base, head_text, carried, local=local))
             if not carried.problems:
@@ -153,12 +155,15 @@ class ApiPushBack(PushBack):
         prefix = f"{folder}/" if folder else ""
         return repo_path.startswith(prefix) and matches(repo_path[len(prefix):], self.syncer.include)
 
-    def _placement_problem(self, name: str, repo_path: str) -> Problem | None:
-        if self._synced(repo_path):
-            return None
-        return Problem(repo_path, 1, 1, "error", f"job {name!r} would be written to {repo_path}, which this target "
-                       "does not sync (outside repo.path or target.include), so the next pull would remove it",
-                       "set push.new_file_dir to a folder under repo.path that target.include covers")
+    def _block_placement(self, entry: Entry, repo_path: str) -> None:
+        """A new definition whose file this target would not sync: pushed there, the next pull would remove it
+        from the service. It waits, blocked, until push.new_file_dir is fixed (then `gitsync outbox retry`)."""
+        error = (f"not pushed: job {entry.target!r} would go to {repo_path}, which this target does not sync "
+                 "(outside repo.path or target.include); set push.new_file_dir to a folder under repo.path that "
+                 "target.include covers, then run `gitsync outbox retry`")
+        if entry.status != "blocked" or entry.error != error:
+            log.error("%s", error)
+        self.outbox.mark([entry.target], "blocked", error=error)
 
     def _acknowledge(self, settled: list[tuple[Entry, str | None, str | None]]) -> None:
         """Settled: the service's version is now what gitsync holds for that name, so the next poll does not

@@ -182,6 +182,39 @@ def test_a_new_definition_becomes_a_new_file_and_existing_ones_are_the_operators
 
 
 @pytest.mark.parametrize("service", ["redis"], indirect=True)
+def test_a_new_definition_that_would_land_outside_the_targets_files_is_blocked_with_the_fix(
+        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent]) -> None:
+    seed(remote)
+    before = remote.remote_head()
+    agent = start_agent(remote, service.url, **{"target.include": "ops/**"})  # new files would go to jobs/
+    service.save({"name": "nightly", "job_type": "base", "command": "/bin/backup"})
+    wait_until(lambda: status(agent)["outbox_blocked"], TIMEOUT, "the change to be blocked")
+    assert "push.new_file_dir" in status(agent)["outbox_blocked"][0]
+    cycles(agent, 2)
+    assert remote.remote_head() == before  # never committed where the next pull would remove it
+    assert "nightly" in service.load()
+
+
+@pytest.mark.parametrize("service", ["redis"], indirect=True)
+def test_sync_once_leaves_a_definition_waiting_in_the_outbox_on_the_service(
+        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent], tmp_path: Path,
+        key_file: Path) -> None:
+    seed(remote)
+    agent = start_agent(remote, service.url, poll=3600, **{"target.prune": "all"})
+    away = remote.bare.with_name("remote-away.git")
+    remote.bare.rename(away)
+    service.save({"name": "nightly", "job_type": "base", "command": "/bin/backup"})
+    cycle(agent)  # captured, not pushed
+    agent.stop()
+    away.rename(remote.bare)
+    env = {**os.environ, "GITSYNC_REPO_URL": remote.url, "GITSYNC_REPO_PATH": "jobs",
+           "GITSYNC_TARGET_KIND": "jobs-api", "GITSYNC_TARGET_URL": service.url, "GITSYNC_TARGET_PRUNE": "all",
+           "GITSYNC_TARGET_API_KEY_FILE": str(key_file), "GITSYNC_STATE_DIR": str(tmp_path / "a" / "state")}
+    subprocess.run([sys.executable, "-m", "gitsync", "sync", "--once"], env=env, capture_output=True, timeout=60)
+    assert "nightly" in service.load()  # prune = all removes what git lacks, but not a change on its way to git
+
+
+@pytest.mark.parametrize("service", ["redis"], indirect=True)
 def test_both_sides_changed_git_wins_and_the_saved_version_is_kept_on_a_conflict_branch(
         remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent]) -> None:
     seed(remote)
