@@ -196,25 +196,6 @@ def test_a_new_definition_that_would_land_outside_the_targets_files_is_blocked_w
 
 
 @pytest.mark.parametrize("service", ["redis"], indirect=True)
-def test_sync_once_leaves_a_definition_waiting_in_the_outbox_on_the_service(
-        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent], tmp_path: Path,
-        key_file: Path) -> None:
-    seed(remote)
-    agent = start_agent(remote, service.url, poll=3600, **{"target.prune": "all"})
-    away = remote.bare.with_name("remote-away.git")
-    remote.bare.rename(away)
-    service.save({"name": "nightly", "job_type": "base", "command": "/bin/backup"})
-    cycle(agent)  # captured, not pushed
-    agent.stop()
-    away.rename(remote.bare)
-    env = {**os.environ, "GITSYNC_REPO_URL": remote.url, "GITSYNC_REPO_PATH": "jobs",
-           "GITSYNC_TARGET_KIND": "jobs-api", "GITSYNC_TARGET_URL": service.url, "GITSYNC_TARGET_PRUNE": "all",
-           "GITSYNC_TARGET_API_KEY_FILE": str(key_file), "GITSYNC_STATE_DIR": str(tmp_path / "a" / "state")}
-    subprocess.run([sys.executable, "-m", "gitsync", "sync", "--once"], env=env, capture_output=True, timeout=60)
-    assert "nightly" in service.load()  # prune = all removes what git lacks, but not a change on its way to git
-
-
-@pytest.mark.parametrize("service", ["redis"], indirect=True)
 def test_both_sides_changed_git_wins_and_the_saved_version_is_kept_on_a_conflict_branch(
         remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent]) -> None:
     seed(remote)
@@ -254,30 +235,38 @@ def test_a_change_waits_in_the_outbox_while_the_remote_is_down_and_is_pushed_whe
 
 
 @pytest.mark.parametrize("service", ["redis"], indirect=True)
-def test_outbox_drop_keeps_a_waiting_change_on_a_conflict_branch_and_restores_gits_version(
+def test_changes_waiting_in_the_outbox_survive_sync_once_and_outbox_drop_keeps_one_on_a_conflict_branch(
         remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent], tmp_path: Path,
         key_file: Path) -> None:
     seed(remote)
-    agent = start_agent(remote, service.url, poll=3600)
+    agent = start_agent(remote, service.url, poll=3600, **{"target.prune": "all"})
     away = remote.bare.with_name("remote-away.git")
     remote.bare.rename(away)
     service.save(definition(service, "hello", args=["given up"]))
-    cycle(agent)
-    assert [e.target for e in Outbox(agent.syncer.state).entries()] == ["hello"]
-    agent.stop()  # before its push retry could settle the change
+    service.save({"name": "nightly", "job_type": "base", "command": "/bin/backup"})
+    cycle(agent)  # captured, not pushed
+    assert sorted(e.target for e in Outbox(agent.syncer.state).entries()) == ["hello", "nightly"]
+    agent.stop()  # before its push retry could settle them
     away.rename(remote.bare)
     env = {**os.environ, "GITSYNC_REPO_URL": remote.url, "GITSYNC_REPO_PATH": "jobs",
-           "GITSYNC_TARGET_KIND": "jobs-api", "GITSYNC_TARGET_URL": service.url,
+           "GITSYNC_TARGET_KIND": "jobs-api", "GITSYNC_TARGET_URL": service.url, "GITSYNC_TARGET_PRUNE": "all",
            "GITSYNC_TARGET_API_KEY_FILE": str(key_file), "GITSYNC_STATE_DIR": str(tmp_path / "a" / "state")}
-    done = subprocess.run([sys.executable, "-m", "gitsync", "outbox", "drop", "hello"], env=env,
-                          capture_output=True, text=True, timeout=60)
+
+    def gitsync(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gitsync", *args], env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    gitsync("sync", "--once")
+    assert "nightly" in service.load()  # prune = all removes what git lacks, but not a change on its way to git
+    assert service.load()["hello"]["args"] == ["given up"]
+    done = gitsync("outbox", "drop", "hello")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "the jobs service has git's version again" in done.stdout
     branch = done.stdout.split("kept on ")[1].split(";")[0]
     assert 'args = ["given up"]' in remote.show("jobs/hello.kit", f"refs/heads/{branch}")
     assert service.load()["hello"]["args"] == ["hi"]
     state = State(tmp_path / "a" / "state")
-    assert Outbox(state).entries() == []
+    assert [e.target for e in Outbox(state).entries()] == ["nightly"]
     state.close()
 
 
