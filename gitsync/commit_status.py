@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from gitsync.config import Settings
 from gitsync.errors import GitsyncError
-from gitsync.forge import Forge, StatusState
-from gitsync.state import State
-from gitsync.sync import SyncResult
+
+if TYPE_CHECKING:  # the forge's HTTP client (httpx) is imported only when a status is to be posted
+    from gitsync.config import Settings
+    from gitsync.forge import Forge, StatusState
+    from gitsync.state import State
+    from gitsync.sync import SyncResult
 
 log = logging.getLogger("gitsync.commit_status")
 

@@ -72,6 +72,12 @@ CREATE TABLE IF NOT EXISTS validation (
 CREATE TABLE IF NOT EXISTS foreign_files (
     target TEXT PRIMARY KEY, stat TEXT NOT NULL, blob TEXT NOT NULL, names TEXT NOT NULL);
 """
+# `sync --once` trusts its last look at the target (meta 'target_look', see Syncer._remember_look) only while
+# the stat keys it was judged against are unchanged: any write to them, by any code path, drops it.
+_SCHEMA += "".join(
+    f"CREATE TRIGGER IF NOT EXISTS {table}_{event.lower()}_drops_look AFTER {event} ON {table} "
+    "BEGIN DELETE FROM meta WHERE key = 'target_look'; END;\n"
+    for table in ("manifest", "foreign_files") for event in ("INSERT", "UPDATE", "DELETE"))
 
 
 SCHEMA_VERSION = 1
@@ -254,6 +260,13 @@ class State:
         with self._lock:
             rows = self._db.execute("SELECT target, blob, stat FROM manifest").fetchall()
         return {target: Seen(blob, stat) for target, blob, stat in rows}
+
+    def recorded_stats(self, targets: Iterable[str]) -> dict[str, str]:
+        """The stat key recorded for each of these targets: owned (the manifest), else remembered as foreign."""
+        targets = list(targets)
+        found = dict(self._select_in("SELECT target, stat FROM foreign_files WHERE target IN ({})", targets))
+        found.update(self._select_in("SELECT target, stat FROM manifest WHERE target IN ({})", targets))
+        return found
 
     def paths_named(self, names: Iterable[str]) -> dict[str, list[str]]:
         """Job name -> the stored repo paths defining it (through the tree_names index)."""

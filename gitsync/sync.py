@@ -30,7 +30,7 @@ from gitsync.pinning import fetch_target
 from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
 from gitsync.problems import Problem
 from gitsync.state import State, StateLock, problems_json
-from gitsync.target_dir import DirectoryTarget, FileTooLarge, Seen
+from gitsync.target_dir import DirectoryTarget, FileTooLarge, Fingerprint, Seen
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +43,9 @@ _PARALLEL_PARSE_THRESHOLD = 400
 _RELEASE_AFTER = 1000  # files a sync touched before it hands memory back (see _release_memory)
 _BATCH = 2000  # blobs read and checked at a time: bounds memory on a 100,000-file first sync
 _KEEP_READ = 64  # up to this many blobs validated in a pull are kept for its apply
+LOOK_KEY = "target_look"  # the state's meta key of the last look at the target without a watcher (_remember_look)
+_MAX_OPEN = 1000  # more targets left open than this: the next sync compares every file instead
+UNKNOWN = "?"  # a looked-at target that existed but was not seen as a file: its stat key was not taken
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class Prepared:
     touched: frozenset[str]  # tree rows that differ from the stored tree (changed in git or checked again)
     #: Every problem of the paths whose problems were worked out again (an empty tuple: none any more).
     path_problems: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict)
+    #: Without a watcher: the target directory's fingerprint when it was looked at, and the targets looked at
+    #: (see `_remember_look`); None when the directory was not fingerprinted.
+    fingerprint: int | None = None
+    #: target -> its stat key when looked at (None: it did not exist; `UNKNOWN`: it existed, not as a file looked at)
+    looked: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -245,9 +253,18 @@ class Syncer:
         scope = {defset.target_name(p) for p in affected | set(fresh)}
         scope |= set(self.pending()) | {f["target"] for f in state.get("findings", [])} | set(state.get("replan") or ())
         local = self.dirty()
-        if local is None:  # nobody watched: stat every file, compared with the manifest without loading it whole
+        fingerprint: int | None = None
+        if local is None:  # nobody watched (`sync --once`): has anything changed since the last look?
+            last = state.get(LOOK_KEY)
+            fingerprint = self.target.fingerprint() if last else None
+            if fingerprint is not None and fingerprint == last["fingerprint"]:
+                local = set()  # no entry changed since: only what was still open then needs a look
+                scope |= set(last["open"])
+        if local is None:  # stat every file, compared with the manifest without loading it whole
             known = self._known(state.owned_stats())
-            everything = self.target.scan(known)
+            counted = Fingerprint()
+            everything = self.target.scan(known, counted)
+            fingerprint = counted.value if self.target.directory.is_dir() else None
             scope |= {t for t, have in everything.items() if t not in known or known[t] != have}
             scope |= {t for t in known if t not in everything}
         scope = {t for t in scope if t.endswith(defset.KIT_SUFFIX)} | {t for t in local or ()}
@@ -278,7 +295,8 @@ class Syncer:
         plan, refusal = self._plan(planned, problems, owned, seen, foreign, force, allow_mass_delete,
                                    state.owned_count)
         return Prepared(head, applied, tuple(changes), tree, _flat(problems), frozenset(defset.error_paths(problems)),
-                        plan, refusal, seen, frozenset(fresh), path_problems)
+                        plan, refusal, seen, frozenset(fresh), path_problems, fingerprint,
+                        self._looked(scope, seen) if fingerprint is not None else {})
 
     def _plan(self, tree: Mapping[str, TreeRecord], problems: Mapping[str, list[Problem]],
               owned: Mapping[str, Owned], seen: Mapping[str, Seen], foreign: Mapping[str, str], force: bool,
@@ -582,6 +600,7 @@ class Syncer:
             "validated_with": self._validation_key(), "replan": None}, end_apply=True, problems=p.path_problems)
         if writes or deletes:
             faults.reached("apply.recorded")
+        self._remember_look(p)
         self.mirror.update_ref(APPLIED_REF, p.head)
         base.applied = p.head
         base.written = [a.target for a in writes if a.target in stats]
@@ -589,6 +608,30 @@ class Syncer:
         held = [f for f in base.findings if f.kind in ("held", "foreign")]
         base.result = "partial" if held else ("synced" if writes or deletes or p.head != p.applied else "noop")
         return base
+
+    def _remember_look(self, p: Prepared) -> None:
+        """Without a watcher, the next `sync --once` learns whether anything changed locally from one stat per
+        entry (the fingerprint) instead of comparing every file with the manifest. Stored: the fingerprint the
+        directory has after this apply (the one before with the looked-at entries' changes folded in) and the
+        targets whose stat differs from what the state records for them (drift, files equal to git's version
+        after a `touch`, ...), which the next sync looks at again. Every other entry holds what the state records,
+        so while the fingerprint stays equal, only those need a look. Any write to the manifest or the foreign
+        files drops the record (triggers in state.py), and a look that cannot be summed up is not stored."""
+        if p.fingerprint is None or UNKNOWN in p.looked.values():
+            return
+        now = self.target.stat_keys(p.looked)
+        after = Fingerprint(p.fingerprint)
+        for target, before in p.looked.items():
+            after.replace(target, before, now[target])
+        recorded = self.state.recorded_stats(p.looked)
+        still_open = sorted(t for t in p.looked if now[t] != recorded.get(t))
+        if len(still_open) <= _MAX_OPEN:
+            self.state.set(**{LOOK_KEY: {"fingerprint": after.value, "open": still_open}})
+
+    def _looked(self, scope: Iterable[str], seen: Mapping[str, Seen]) -> dict[str, str | None]:
+        """The stat key each looked-at target had, as the fingerprint counted it (see `Prepared.looked`)."""
+        return {t: seen[t].stat if t in seen else (UNKNOWN if os.path.lexists(self.target.directory / t) else None)
+                for t in scope}
 
     def record(self, r: SyncResult, wall: float, previous: str | None,
                failures: list[StepFailure] | tuple[StepFailure, ...] = ()) -> None:

@@ -42,6 +42,42 @@ def temp_name(name: str) -> str:
     return f"{TEMP_PREFIX}{digest}{TEMP_SUFFIX}"
 
 
+#: Fingerprints are sums of 64-bit entry hashes modulo this, so one entry's change can be folded in or out.
+FINGERPRINT_MOD = 2**64
+
+
+def entry_hash(name: str, key: str) -> int:
+    """64 bits of one directory entry: its name and stat key (see `Fingerprint`)."""
+    digest = hashlib.blake2b(f"{name}\0{key}".encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Fingerprint:
+    """Every entry of a directory (any name, any kind) folded into 64 bits, independent of order: an equal
+    fingerprint later means no entry was created, removed, renamed or changed (size, mtime, inode) since.
+    Content written in place changes a file's mtime, so it changes the fingerprint too, exactly when it would
+    change the stat key a full scan compares (and as blind as that key to an edit that keeps size and mtime).
+
+    Order-independence lets an apply fold its own writes in (`replace`) instead of listing the directory
+    again: the fingerprint after the apply is the one before, minus the old entries, plus the new ones."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+    def add(self, name: str, key: str | None) -> None:
+        if key is not None:
+            self.value = (self.value + entry_hash(name, key)) % FINGERPRINT_MOD
+
+    def replace(self, name: str, old: str | None, new: str | None) -> None:
+        if old is not None:
+            self.value = (self.value - entry_hash(name, old)) % FINGERPRINT_MOD
+        self.add(name, new)
+
+
+#: The key of an entry that cannot be stat'ed (a dangling symlink, gone since it was listed).
+UNSTATABLE = "-"
+
+
 class FileTooLarge(ValueError):
     """A file in the job directory over sync.max_file_size: it is not read, pushed or stored."""
 
@@ -69,6 +105,14 @@ class Seen:
 
 #: Farm's container runs as another user and rewrites files in place: group-writable by default.
 DEFAULT_FILE_MODE = 0o664
+
+
+def _entry_key(entry: os.DirEntry[str]) -> str:
+    """An entry's stat key, following symlinks as `scan` does (UNSTATABLE when that fails)."""
+    try:
+        return stat_key(entry.stat())
+    except OSError:
+        return UNSTATABLE
 
 
 class DirectoryTarget:
@@ -100,9 +144,9 @@ class DirectoryTarget:
     def ensure(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def scan(self, known: Mapping[str, Recorded]) -> dict[str, Seen]:
+    def scan(self, known: Mapping[str, Recorded], fingerprint: Fingerprint | None = None) -> dict[str, Seen]:
         """Every `.kit` file directly in the directory; files whose stat matches `known` (what gitsync last
-        wrote, e.g. its manifest) are not re-read."""
+        wrote, e.g. its manifest) are not re-read. With `fingerprint`, every entry is also folded into it."""
         found: dict[str, Seen] = {}
         if not self.directory.is_dir():
             return found
@@ -110,14 +154,20 @@ class DirectoryTarget:
             for entry in entries:
                 previous = known.get(entry.name)  # a name gitsync wrote or looked at passed the name rule then
                 if previous is None and not is_definition_name(entry.name):
+                    if fingerprint is not None:
+                        fingerprint.add(entry.name, _entry_key(entry))
                     continue
                 try:
                     st = entry.stat()
                 except FileNotFoundError:
-                    continue
-                if not entry.is_file():
+                    if fingerprint is not None:
+                        fingerprint.add(entry.name, UNSTATABLE)
                     continue
                 key = stat_key(st)
+                if fingerprint is not None:
+                    fingerprint.add(entry.name, key)
+                if not entry.is_file():
+                    continue
                 if previous is not None and previous.stat == key:
                     found[entry.name] = Seen(previous.blob, key)
                     continue
@@ -125,6 +175,31 @@ class DirectoryTarget:
                 if blob is not None:
                     found[entry.name] = Seen(blob, key)
         return found
+
+    def fingerprint(self) -> int | None:
+        """The directory's `Fingerprint` (one stat per entry, nothing read); None when it cannot be listed."""
+        found = Fingerprint()
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    found.add(entry.name, _entry_key(entry))
+        except OSError:
+            return None
+        return found.value
+
+    def stat_keys(self, names: Iterable[str]) -> dict[str, str | None]:
+        """Each name's stat key now, as `fingerprint` counts it (None: no such entry)."""
+        keys: dict[str, str | None] = {}
+        for name in names:
+            try:
+                keys[name] = stat_key(os.stat(self.directory / name))
+            except FileNotFoundError:
+                keys[name] = UNSTATABLE if os.path.lexists(self.directory / name) else None
+            except OSError as exc:
+                if exc.errno not in _NAME_ERRORS:
+                    raise
+                keys[name] = None  # a name that cannot exist here does not exist
+        return keys
 
     def scan_names(self, names: Iterable[str], known: Mapping[str, Recorded]) -> dict[str, Seen]:
         """Like `scan`, for only these file names (one `stat` each): what a change or the watcher named."""
