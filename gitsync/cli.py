@@ -24,7 +24,7 @@ import argparse
 import logging
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from gitsync import __version__
 from gitsync.config import OPTIONS, flag_values, load_settings
@@ -33,8 +33,6 @@ from gitsync.secrets import install_redaction, scrub
 
 EXIT_OK, EXIT_ERROR, EXIT_BUG, EXIT_CHANGES_PENDING, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
 EXIT_DRIFT, EXIT_HELD, EXIT_REFUSED, EXIT_CONFLICT = 5, 6, 7, 8
-
-Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -55,9 +53,36 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_settings(args.config, flag_values(args))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from gitsync.commands import demo, init, manage, pull, rollback, run, status, validate
-    from gitsync.jobs_service import cli as jobs_service_cli
+#: Every command: name, module, its add-arguments function, its handler, help, whether it takes settings flags.
+_COMMANDS: tuple[tuple[str, str, str, str, str, bool], ...] = (
+    ("init", "gitsync.commands.init", "add_arguments", "run", "write a commented starter gitsync.toml", False),
+    ("validate", "gitsync.commands.validate", "add_arguments", "run",
+     "check .kit files the way Farm will read them", False),
+    ("sync", "gitsync.commands.pull", "add_sync_arguments", "run_sync",
+     "fetch and apply the branch once (for a CronJob)", True),
+    ("plan", "gitsync.commands.pull", "add_plan_arguments", "run_plan",
+     "show what a sync would change, without changing it", True),
+    ("run", "gitsync.commands.run", "add_arguments", "run", "keep syncing on a schedule (the sidecar mode)", True),
+    ("status", "gitsync.commands.status", "add_arguments", "run",
+     "show the applied commit, the last result and any outstanding problems", True),
+    ("history", "gitsync.commands.status", "add_history_arguments", "run_history", "list recent syncs", True),
+    ("rollback", "gitsync.commands.rollback", "add_arguments", "run",
+     "revert a commit (or everything after one) in git, push it and sync", True),
+    ("outbox", "gitsync.commands.manage", "add_outbox_arguments", "run_outbox",
+     "list local changes waiting to reach git; retry them now or drop one to a conflict branch", True),
+    ("conflicts", "gitsync.commands.manage", "add_conflicts_arguments", "run_conflicts",
+     "list conflict branches; acknowledge them so they leave status", True),
+    ("jobs-service", "gitsync.jobs_service.cli", "add_arguments", "run",
+     "run the Farm-compatible jobs service (a stand-in for development)", False),
+    ("demo", "gitsync.commands.demo", "add_arguments", "run", "sample repo + jobs service + agent, syncing both ways",
+     False),
+)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given `argv`, only the command it names gets its arguments (and its module
+    imported): a `sync --once` from a CronJob pays for no other command's imports or flags."""
+    import importlib
 
     parser = argparse.ArgumentParser(prog="gitsync", description="Keep Omniverse Farm job definitions in sync "
                                      "with a git repository.")
@@ -66,38 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", default="text", choices=["text", "json"],
                         help="json: one JSON object per line (time, level, logger, message) for log collectors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, handler: Handler, help_text: str, settings: bool = False) -> argparse.ArgumentParser:
+    names = {command[0] for command in _COMMANDS}
+    # The command is the first word that names one (no global option takes a command's name as its value).
+    chosen = None if argv is None else next((word for word in argv if word in names), "")
+    for name, module_name, add_arguments, handler, help_text, settings in _COMMANDS:
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if chosen is not None and name != chosen:
+            continue
+        module = importlib.import_module(module_name)
         if settings:
             _add_settings_flags(p)
-        p.set_defaults(handler=handler)
-        return p
-
-    init.add_arguments(command("init", init.run, "write a commented starter gitsync.toml"))
-    validate.add_arguments(command("validate", validate.run, "check .kit files the way Farm will read them"))
-    pull.add_sync_arguments(command("sync", pull.run_sync, "fetch and apply the branch once (for a CronJob)",
-                                    settings=True))
-    pull.add_plan_arguments(command("plan", pull.run_plan, "show what a sync would change, without changing it",
-                                    settings=True))
-    run.add_arguments(command("run", run.run, "keep syncing on a schedule (the sidecar mode)", settings=True))
-    status.add_arguments(command("status", status.run, "show the applied commit, the last result and any "
-                                 "outstanding problems", settings=True))
-    status.add_history_arguments(command("history", status.run_history, "list recent syncs", settings=True))
-    rollback.add_arguments(command("rollback", rollback.run, "revert a commit (or everything after one) in git, "
-                                   "push it and sync", settings=True))
-    manage.add_outbox_arguments(command("outbox", manage.run_outbox, "list local changes waiting to reach git; "
-                                        "retry them now or drop one to a conflict branch", settings=True))
-    manage.add_conflicts_arguments(command("conflicts", manage.run_conflicts, "list conflict branches; "
-                                           "acknowledge them so they leave status", settings=True))
-    jobs_service_cli.add_arguments(command("jobs-service", jobs_service_cli.run,
-                                           "run the Farm-compatible jobs service (a stand-in for development)"))
-    demo.add_arguments(command("demo", demo.run, "sample repo + jobs service + agent, syncing both ways"))
+        getattr(module, add_arguments)(p)
+        p.set_defaults(handler=getattr(module, handler))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)

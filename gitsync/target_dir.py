@@ -178,14 +178,20 @@ class DirectoryTarget:
 
     def fingerprint(self) -> int | None:
         """The directory's `Fingerprint` (one stat per entry, nothing read); None when it cannot be listed."""
-        found = Fingerprint()
+        total, blake2b = 0, hashlib.blake2b
         try:
             with os.scandir(self.directory) as entries:
-                for entry in entries:
-                    found.add(entry.name, _entry_key(entry))
+                for entry in entries:  # entry_hash(name, _entry_key(entry)), inlined: this loop runs per file
+                    try:
+                        st = entry.stat()
+                        key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+                    except OSError:
+                        key = UNSTATABLE
+                    digest = blake2b(f"{entry.name}\0{key}".encode("utf-8", "surrogateescape"), digest_size=8).digest()
+                    total += int.from_bytes(digest, "big")
         except OSError:
             return None
-        return found.value
+        return total % FINGERPRINT_MOD
 
     def stat_keys(self, names: Iterable[str]) -> dict[str, str | None]:
         """Each name's stat key now, as `fingerprint` counts it (None: no such entry)."""
@@ -327,9 +333,13 @@ class DirectoryTarget:
 
     def remove_leftovers(self) -> None:
         """Temp files of a write that a crash interrupted; their targets were never touched."""
-        if self.directory.is_dir():
-            for temp in self.directory.glob(f"{TEMP_PREFIX}*"):
-                temp.unlink(missing_ok=True)
+        try:
+            with os.scandir(self.directory) as entries:  # one listing; pathlib's glob matched a regex per entry
+                leftovers = [entry.name for entry in entries if entry.name.startswith(TEMP_PREFIX)]
+        except OSError:  # no directory (yet), or unreadable: the scan that follows says so
+            return
+        for name in leftovers:
+            (self.directory / name).unlink(missing_ok=True)
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)

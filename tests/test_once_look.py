@@ -155,3 +155,21 @@ def test_any_write_to_the_manifest_or_the_foreign_files_drops_the_look(
         assert look(tmp_path) is None
     finally:
         state.close()
+
+
+def test_the_full_scan_and_the_quick_look_count_every_entry_alike(tmp_path: Path) -> None:
+    from gitsync.target_dir import DirectoryTarget, Fingerprint
+
+    directory = tmp_path / "target"
+    directory.mkdir()
+    (directory / "a.kit").write_text(kit("a"), encoding="utf-8")
+    (directory / "notes.txt").write_text("not a definition", encoding="utf-8")
+    (directory / "folder.kit").mkdir()
+    (directory / "gone.kit").symlink_to(directory / "nowhere")
+    target = DirectoryTarget(directory)
+    counted = Fingerprint()
+    target.scan({}, counted)
+    assert target.fingerprint() == counted.value
+
+    (directory / "notes.txt").write_text("changed, and longer than before", encoding="utf-8")
+    assert target.fingerprint() != counted.value, "any entry counts, not only definitions"

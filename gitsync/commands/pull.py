@@ -63,6 +63,8 @@ def run_sync(args: argparse.Namespace) -> int:
 
 def _post_status(settings: Settings, state: State, result: SyncResult) -> None:
     """The CronJob reports to the pull request too (sync.commit_status)."""
+    if not settings.sync_commit_status:
+        return
     from gitsync.commit_status import make_poster
 
     poster = make_poster(settings, state)
