@@ -19,7 +19,7 @@ from gitsync.kitname import is_definition_path as is_definition_path
 from gitsync.problems import Problem
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Checked:
     """One definition file of the set, after its own checks."""
 

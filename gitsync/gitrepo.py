@@ -131,13 +131,13 @@ class Identity:
     email: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TreeEntry:
     mode: str
     blob: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """One file changed between two commits; `blob` is None for a deletion."""
 

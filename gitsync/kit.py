@@ -22,7 +22,7 @@ from gitsync.problems import Problem
 MAX_FILE_SIZE = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KitReport:
     """What a file defines (job names in file order) and every problem found in it."""
 

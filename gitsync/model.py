@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from gitsync.problems import Problem
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TreeRecord:
     """One definition file of the applied commit, with its cached validation (keyed by its git blob id)."""
 
@@ -26,7 +26,7 @@ class TreeRecord:
     problems: tuple[Problem, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Owned:
     """A target file gitsync owns: where it came from and the blob id of the content it wrote.
 
@@ -59,7 +59,7 @@ class HistoryRow:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JournalRow:
     """One file of an apply in progress: what gitsync found there (`old_blob`, None for absent) and what it
     is writing (`new_blob`, None for a delete). Written before the target is touched and cleared in the

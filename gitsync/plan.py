@@ -20,7 +20,7 @@ ActionKind = Literal["write", "delete", "adopt", "forget"]
 FindingKind = Literal["drift", "foreign", "held", "pending"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Desired:
     """A file the applied commit wants in the target."""
 
@@ -29,7 +29,7 @@ class Desired:
     names: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     kind: ActionKind
     target: str

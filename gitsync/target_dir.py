@@ -97,7 +97,7 @@ class Recorded(Protocol):
     def stat(self) -> str: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Seen:
     blob: str
     stat: str
