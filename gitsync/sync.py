@@ -682,9 +682,12 @@ def status_fields(r: SyncResult, wall: float, state: State, mirror: GitMirror, *
         meta["last_success_at"] = wall
     if r.applied_now or (r.ok and state.get("applied_at") is None):
         meta["applied_at"] = wall
-        meta["applied_summary"] = mirror.commit_summary(r.applied) if r.applied else ""
-        if commit_info:
-            meta["applied_commit_info"] = mirror.commit_info(r.applied) if r.applied else None
+        if commit_info:  # one `git log` for both: the summary is the info's subject and author
+            info = mirror.commit_info(r.applied) if r.applied else None
+            meta["applied_commit_info"] = info
+            meta["applied_summary"] = f"{info['subject']} ({info['author']})".strip() if info else ""
+        else:
+            meta["applied_summary"] = mirror.commit_summary(r.applied) if r.applied else ""
     if commit_info and r.head and r.head != r.applied:
         meta["head_commit_info"] = mirror.commit_info(r.head)
     return meta
