@@ -13,7 +13,7 @@ import contextlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 
-from gitsync.kit import KitReport, check_kit
+from gitsync.kit import KitReport, check_kit, use_compiled_parser
 
 #: One job: (blob id, content, strict, max size). Problems come back without a path (the cache is per blob).
 Job = tuple[str, bytes, bool, int]
@@ -27,7 +27,7 @@ def start() -> ProcessPoolExecutor:
     import multiprocessing
 
     return ProcessPoolExecutor(workers(), mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_die_with_parent, initargs=(os.getpid(),))
+                               initializer=_start_worker, initargs=(os.getpid(),))
 
 
 def check_one(job: Job) -> KitReport:
@@ -48,3 +48,8 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
     if os.getppid() != parent:  # the sync died while this worker was starting, before the line above
         os._exit(1)
+
+
+def _start_worker(parent: int) -> None:
+    _die_with_parent(parent)
+    use_compiled_parser()  # a worker checks thousands of files
