@@ -69,9 +69,12 @@ class Result:
 
 
 class Bench:
-    def __init__(self, root: Path, files: int, repeat: int, samples: int, idle: float, cases: set[str]) -> None:
+    def __init__(self, root: Path, files: int, repeat: int, samples: int, idle: float, cases: set[str],
+                 compare: Path | None = None) -> None:
         self.root, self.files, self.repeat, self.samples, self.idle, self.cases = \
             root, files, repeat, samples, idle, cases
+        self.compare = compare  # another checkout whose `sync --once` is timed in the same rounds
+        self.cpu: dict[str, list[float]] = {}  # ms of CPU (children included) per figure, next to the wall times
         self.bare, self.work, self.clone = root / "remote.git", root / "work", root / "clone"
         self.url = f"file://{self.bare}"
         self.paths: list[str] = []
@@ -218,18 +221,27 @@ class Bench:
             run(["git", "fetch", "--quiet", "origin"], cwd=self.clone)
             run(["git", "diff", "--name-only", old, "origin/main"], cwd=self.clone)
         git("merge", "--quiet", "--ff-only", "origin/main", cwd=self.clone)
+        self.cpu.setdefault("fetch+diff", []).append(clock.timing.cpu * 1000)
         return clock.timing.wall * 1000
 
-    def sync_once(self) -> float:
-        target, state = self.root / "once-target", self.root / "once-state"
+    def sync_once(self, source: Path | None = None) -> float:
+        """`sync --once` after a one-file commit; `source`: of another checkout (`--compare`), own target and state."""
+        tag = "once" if source is None else "compared"
+        target, state = self.root / f"{tag}-target", self.root / f"{tag}-state"
+        env = None if source is None else {**os.environ, "PYTHONPATH": str(source)}
         if not state.exists():
-            run(self.once_cmd(target, state))
+            run(self.once_cmd(target, state), env=env)
         rel, marker = self.commit_one()
         with Clock() as clock:
-            run(self.once_cmd(target, state))
+            run(self.once_cmd(target, state), env=env)
         if marker not in read(target / os.path.basename(rel)):
             raise BenchError("sync --once did not apply the commit")
+        self.cpu.setdefault(tag, []).append(clock.timing.cpu * 1000)
         return clock.timing.wall * 1000
+
+    def sync_once_compared(self) -> float:
+        assert self.compare is not None
+        return self.sync_once(self.compare)
 
     def once_cmd(self, target: Path, state: Path) -> list[str]:
         return [*self.gitsync, "sync", "--once", "--repo", self.url, "--path", "jobs", "--target", str(target),
@@ -290,13 +302,15 @@ class Bench:
         self.start_git_sync()
         hup, gsync, base, once, hook = Figure("sighup"), Figure("git-sync"), Figure("fetch+diff"), \
             Figure("once"), Figure("webhook")
-        floor = Figure("--version")
+        floor, compared = Figure("--version"), Figure("compared")
         for round_ in range(self.repeat + 1):
             measured = [(hup, self.sighup), (base, self.fetch_diff)]
             if self.git_sync is not None:
                 measured.append((gsync, self.git_sync_sighup))
             if "once" in self.cases:
                 measured += [(once, self.sync_once), (floor, self.floor_version)]
+                if self.compare is not None:
+                    measured.append((compared, self.sync_once_compared))
             for figure, how in measured:
                 value = how()
                 if round_:
@@ -315,6 +329,15 @@ class Bench:
             self.add("`sync --once` after a one-file commit (new process)", once.best, "ms",
                      "`git fetch` + `git diff --name-only`", base.best, 3.0)
             self.add("  floor: `gitsync --version` (Python start-up)", floor.best, "ms", "", float("nan"), None)
+            cpu = {tag: min(values) for tag, values in self.cpu.items()}
+            self.results.append(Result("  CPU (user + sys, children included), best of the rounds",
+                                       f"{cpu['once']:.0f} ms", f"fetch + diff: {cpu['fetch+diff']:.0f} ms",
+                                       f"{cpu['once'] / cpu['fetch+diff']:.2f}×", "", ""))
+            if self.compare is not None:
+                self.add(f"  the same, `--compare` checkout {self.compare}", compared.best, "ms",
+                         "this checkout", once.best, None)
+                self.results.append(Result("  its CPU", f"{cpu['compared']:.0f} ms", f"this checkout: "
+                                           f"{cpu['once']:.0f} ms", f"{cpu['compared'] / cpu['once']:.2f}×", "", ""))
         if "webhook" in self.cases:
             for _ in range(self.samples + 1):
                 hook.values.append(self.webhook())
@@ -370,12 +393,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cases", default="initial,once,webhook,idle",
                         help="besides the agent's SIGHUP (always): initial, once, webhook, idle")
     parser.add_argument("--tmp", type=Path, default=None, help="parent of the temp dir")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="another gitsync checkout (e.g. a `git worktree` of an older commit) whose `sync --once` "
+                             "is timed in the same rounds, for a before/after on a busy machine")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="gitsync-bench-change-", dir=args.tmp))
     isolate_environment(root / "home", root / "pycache")
     commit, dirty = source_version()
-    bench = Bench(root, args.files, args.repeat, args.samples, args.idle, set(args.cases.split(",")))
+    bench = Bench(root, args.files, args.repeat, args.samples, args.idle, set(args.cases.split(",")),
+                  args.compare.resolve() if args.compare else None)
     print(f"gitsync {commit}{' (dirty)' if dirty else ''}; {args.files} definitions; best of {args.repeat} "
           f"interleaved runs after a warm-up round; {os.cpu_count()} cores", flush=True)
     try:
