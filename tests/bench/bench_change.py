@@ -252,15 +252,18 @@ class Bench:
             run([*self.gitsync, "--version"])
         return clock.timing.wall * 1000
 
-    def initial(self) -> tuple[float, float]:
+    def initial(self, source: Path | None = None) -> tuple[float, float]:
+        """First syncs in seconds: gitsync's and clone + cp's; with `source` (another checkout) only its sync."""
         target, state = self.root / "first-target", self.root / "first-state"
         for path in (target, state):
             shutil.rmtree(path, ignore_errors=True)
         os.sync()
         with Clock() as ours:
-            run(self.once_cmd(target, state))
+            run(self.once_cmd(target, state), env=None if source is None else {**os.environ, "PYTHONPATH": str(source)})
         if len(os.listdir(target)) != self.files:
             raise BenchError(f"initial sync wrote {len(os.listdir(target))} of {self.files} files")
+        if source is not None:
+            return ours.timing.wall, float("nan")
         copy, checkout = self.root / "copy-target", self.root / "copy-clone"
         for path in (copy, checkout):
             shutil.rmtree(path, ignore_errors=True)
@@ -291,13 +294,18 @@ class Bench:
     def main(self) -> None:
         self.build()
         if "initial" in self.cases:
-            ours, theirs = [], []
+            ours, theirs, before = [], [], []
             for _ in range(self.repeat + 1):  # the first round warms the page cache and is dropped
                 a, b = self.initial()
                 ours.append(a)
                 theirs.append(b)
+                if self.compare is not None:
+                    before.append(self.initial(self.compare)[0])
             self.add("initial sync, `sync --once` into an empty directory", min(ours[1:]), "s",
                      "`git clone --depth 1` + `cp`", min(theirs[1:]), 2.0)
+            if before:
+                self.add(f"  the same, `--compare` checkout {self.compare}", min(before[1:]), "s", "this checkout",
+                         min(ours[1:]), None)
         self.start_agent()
         self.start_git_sync()
         hup, gsync, base, once, hook = Figure("sighup"), Figure("git-sync"), Figure("fetch+diff"), \
