@@ -129,6 +129,7 @@ def test_the_previous_head_just_past_the_boundary_needs_no_deepening(sample_remo
             for i in range(3):
                 sample_remote.commit({"jobs/o0.kit": kit("o0", args=(str(i),))})
                 assert s.sync().result == "synced"
+                prune_now(s)  # the applied commit's own parent is gone: only the real parent links show the way
     finally:
         s.close()
     assert not [r for r in caplog.records if "deepening" in r.getMessage()]
