@@ -361,6 +361,10 @@ class GitMirror:
         only when newer's history in that view is complete; otherwise the history is deepened from the remote
         and the question asked again. So missing history never reads as a force-push or an unlanded push. A
         "no" is remembered (commits never change)."""
+        with _LOCK:  # one view file at a time
+            return self._is_ancestor(older, newer)
+
+    def _is_ancestor(self, older: str, newer: str) -> bool:
         if (older, newer) in self._not_ancestor:
             return False
         for step in (None, *self._DEEPEN_STEPS):
