@@ -241,7 +241,9 @@ class GitMirror:
         import git
 
         self.path.mkdir(parents=True, exist_ok=True)
-        self._repo = git.Repo.init(self.path, bare=True)
+        # No template: git's sample hooks take 64 KiB of every state directory and never run. GitPython refuses
+        # --template unless told (a caller-given template could run hooks); this one is empty.
+        self._repo = git.Repo.init(self.path, bare=True, template="", allow_unsafe_options=True)
         self._repo.git.config("gc.auto", "0")
 
     def _reclone(self, reason: str) -> None:
