@@ -23,6 +23,7 @@ from gitsync.agent import Agent, build_agent
 from gitsync.config import load_settings
 from gitsync.outbox import Outbox
 from gitsync.state import State
+from gitsync.testing.forge_standin import GitHubStandin, RunningStandin
 from gitsync.testing.repos import RemoteRepo, git
 from gitsync.testing.waiting import stop_process, wait_until
 
@@ -156,29 +157,11 @@ def test_gitsyncs_own_saves_and_farms_defaults_never_come_back_as_changes(
     cycles(agent, 1)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="gitsync"):
-        cycles(agent, 4)
+        cycles(agent, 3)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []  # idle polls are quiet
     assert remote.remote_head() == head  # nothing of its own, nor Farm's filled-in fields, was pushed
     assert Outbox(agent.syncer.state).entries() == []
     assert agent.status()["findings"] == [] and agent.status()["last_result"] in ("synced", "noop")
-
-
-@pytest.mark.parametrize("service", ["redis"], indirect=True)
-def test_a_new_definition_becomes_a_new_file_and_existing_ones_are_the_operators(
-        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent]) -> None:
-    service.save({"name": "legacy", "job_type": "base", "command": "/opt/legacy"})  # there before gitsync
-    seed(remote)
-    before = remote.remote_head()
-    agent = start_agent(remote, service.url)
-    cycles(agent, 2)
-    assert remote.remote_head() == before  # the operator's own definition is not pushed
-    service.save({"name": "nightly", "job_type": "base", "command": "/bin/backup", "args": ["--all"]})
-    wait_until(lambda: new_commits(remote, before), TIMEOUT, "the new definition to become a commit")
-    assert remote.show("jobs/nightly.kit") == (  # as the directory target writes a new definition
-        '# Job definition nightly, added by gitsync from the Farm jobs service.\n'
-        '[job.nightly]\nname = "nightly"\njob_type = "base"\ncommand = "/bin/backup"\nargs = ["--all"]')
-    cycles(agent, 2)
-    assert len(new_commits(remote, before)) == 1 and "legacy" in service.load()
 
 
 @pytest.mark.parametrize("service", ["redis"], indirect=True)
@@ -212,6 +195,30 @@ def test_both_sides_changed_git_wins_and_the_saved_version_is_kept_on_a_conflict
     assert [c["branch"] for c in agent.status()["conflicts"]] == conflicts
     cycle(agent)
     assert service.load()["hello"]["args"] == ["from git"] and Outbox(agent.syncer.state).entries() == []
+
+
+@pytest.mark.parametrize("service", ["redis"], indirect=True)
+def test_in_pull_request_mode_a_save_is_proposed_and_closing_the_pull_request_restores_gits_version(
+        remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(remote)
+    before = remote.remote_head()
+    monkeypatch.setenv("GITSYNC_TEST_API_FORGE_TOKEN", "ghp_api0123456789")
+    standin = GitHubStandin(token="ghp_api0123456789", repository="acme/jobs")
+    with RunningStandin(standin.app) as forge:
+        agent = start_agent(remote, service.url, **{
+            "push.mode": "pull-request", "push.forge": "github", "push.forge_api_url": forge.url,
+            "push.forge_repository": "acme/jobs", "push.forge_token_env": "GITSYNC_TEST_API_FORGE_TOKEN"})
+        service.save(definition(service, "hello", args=["proposed"]))
+        opened = wait_until(lambda: standin.pull(1) if any(r.method == "POST" for r in standin.requests) else None,
+                            TIMEOUT, "a pull request")
+        branch = opened["head"]["ref"]
+        assert 'args = ["proposed"]' in remote.show("jobs/hello.kit", f"refs/heads/{branch}")
+        cycles(agent, 2)
+        assert remote.remote_head() == before and service.load()["hello"]["args"] == ["proposed"]  # while open
+        standin.close(1)
+        wait_until(lambda: service.load()["hello"]["args"] == ["hi"], TIMEOUT, "git's version to come back")
+        assert remote.remote_head() == before
 
 
 @pytest.mark.parametrize("service", ["directory"], indirect=True)
@@ -316,7 +323,7 @@ def test_only_the_ha_leader_pushes_back_and_a_leader_that_lost_its_lease_pushes_
 
 
 @pytest.mark.parametrize("service", ["redis"], indirect=True)
-def test_a_definition_created_while_the_leader_is_replaced_is_pushed_by_the_new_leader(
+def test_a_definition_created_while_the_leader_is_replaced_is_pushed_by_the_new_leader_as_a_new_file(
         remote: RemoteRepo, service: Service, start_agent: Callable[..., Agent], redis_url: str) -> None:
     service.save({"name": "legacy", "job_type": "base", "command": "/opt/legacy"})  # the operator's
     seed(remote)
@@ -327,9 +334,12 @@ def test_a_definition_created_while_the_leader_is_replaced_is_pushed_by_the_new_
     leader.stop()  # hands the lease over
     service.save({"name": "nightly", "job_type": "base", "command": "/bin/backup"})  # before the successor looked
     wait_until(lambda: new_commits(remote, before), TIMEOUT, "the successor to push the new definition")
-    assert "nightly" in remote.show("jobs/nightly.kit")
+    assert remote.show("jobs/nightly.kit") == (  # where and how the directory target writes a new definition
+        '# Job definition nightly, added by gitsync from the Farm jobs service.\n'
+        '[job.nightly]\nname = "nightly"\njob_type = "base"\ncommand = "/bin/backup"')
     cycles(successor, 2)
-    assert len(new_commits(remote, before)) == 1  # and the operator's own definition stays foreign
+    assert len(new_commits(remote, before)) == 1  # and the operator's own definition was never pushed
+    assert "legacy" in service.load()
 
 
 @pytest.mark.parametrize("service", ["redis"], indirect=True)  # a directory store ignores `active` in any case
