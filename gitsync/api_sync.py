@@ -70,16 +70,20 @@ class ApiSyncer:
         self.pending: Callable[[], Mapping[str, str]] = dict
         self._cache: dict[str, _Checked] = {}
         self._lock: StateLock | None = None
+        self._owns_mirror = True
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, lock: bool = True) -> ApiSyncer:
-        """The syncer `gitsync sync`, `plan` and `run` use for `target.kind = "jobs-api"`. `lock=False` opens
-        the state beside a running agent: only for a command that takes its turn (turn.py)."""
+    def from_settings(cls, settings: Settings, *, lock: bool = True, mirror: GitMirror | None = None) -> ApiSyncer:
+        """The syncer `gitsync sync`, `plan` and `run` use for `target.kind = "jobs-api"`. `lock=False`: the
+        caller holds the state directory (another target of the same process), or opens the state beside a
+        running agent and takes its turn (turn.py); `mirror`: the mirror another target opened (several
+        targets share one fetch), closed by its owner."""
         from gitsync.api_store import ApiRecord, Record, SharedRecord
         from gitsync.credentials import credentials_from
         from gitsync.outbox import Outbox
         from gitsync.state import StateLock
         from gitsync.sync import _normalise_url
+        from gitsync.target_set import target_state_dir
 
         settings.require("repo.url", "target.url")
         if not (settings.target_api_key_file or settings.target_api_key_env):
@@ -87,24 +91,27 @@ class ApiSyncer:
                               "(GITSYNC_TARGET_API_KEY_FILE) or target.api_key_env (GITSYNC_TARGET_API_KEY_ENV)")
         state_dir = settings.state_path
         held = StateLock(state_dir) if lock else None
+        shared = mirror is not None
+        name = settings.target_name
         try:
-            state = State(state_dir)
+            if mirror is None:
+                mirror = GitMirror(state_dir / "mirror.git", _normalise_url(settings.repo_url), settings.repo_branch,
+                                   credentials=credentials_from(settings), timeout=settings.sync_timeout,
+                                   depth=settings.repo_fetch_depth)
+            state = State(target_state_dir(settings))
             _claim(state, settings.target_url)
-            mirror = GitMirror(state_dir / "mirror.git", _normalise_url(settings.repo_url), settings.repo_branch,
-                               credentials=credentials_from(settings), timeout=settings.sync_timeout,
-                               depth=settings.repo_fetch_depth)
             client = JobsApiClient(settings.target_url, api_key_reader(settings), timeout=settings.target_timeout)
-            record: Record = ApiRecord(state, "default")
+            record: Record = ApiRecord(state, name)
             if settings.ha_redis_url:  # replicas share what they saved, so a successor neither re-saves nor balks
-                record = SharedRecord(ApiRecord(state, "default"), Secret(settings.ha_redis_url), settings.ha_key)
-            target = ApiTarget("default", client, record, prune="all" if settings.target_prune == "all" else "owned")
-            include = tuple(p.strip() for p in settings.target_include.split(",") if p.strip())
-            syncer = cls(settings, state, mirror, target, include=include)
+                record = SharedRecord(ApiRecord(state, name), Secret(settings.ha_redis_url), settings.ha_key)
+            target = ApiTarget(name, client, record, prune="all" if settings.target_prune == "all" else "owned")
+            syncer = cls(settings, state, mirror, target, include=settings.include)
         except BaseException:
             if held is not None:
                 held.release()
             raise
         syncer._lock = held
+        syncer._owns_mirror = not shared
         syncer.pending = Outbox(state).held_targets  # changes made on the service on their way to git: not drift
         return syncer
 
@@ -113,7 +120,8 @@ class ApiSyncer:
         close_record = getattr(self.target.record, "close", None)
         if close_record is not None:
             close_record()
-        self.mirror.close()
+        if self._owns_mirror:
+            self.mirror.close()
         self.state.close()
         if self._lock is not None:
             self._lock.release()
@@ -169,12 +177,13 @@ class ApiSyncer:
         return cached
 
     # -- syncing (the same steps as sync.Syncer, so the agent's cycle drives either) -------------------
-    def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+    def sync(self, *, force: bool = False, allow_mass_delete: bool = False,
+             fetch: Callable[[], str] | None = None) -> SyncResult:
         """One cycle without push-back (`gitsync sync --once`): pull, record."""
         wall, applied, steps = time.time(), self.state.get("applied_commit"), Steps()
         result = SyncResult("error", applied=applied, message="the pull did not run")
         with steps.step("pull"):
-            result = self.pull(force=force, allow_mass_delete=allow_mass_delete)
+            result = self.pull(force=force, allow_mass_delete=allow_mass_delete, fetch=fetch)
         self.record(result, wall, previous=applied, failures=steps.failures)
         return result
 
@@ -182,11 +191,13 @@ class ApiSyncer:
         """Nothing to finish: an apply cut short is completed by the next plan, which starts from `/load` and
         the per-call record (see api_store.py)."""
 
-    def pull(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+    def pull(self, *, force: bool = False, allow_mass_delete: bool = False,
+             fetch: Callable[[], str] | None = None) -> SyncResult:
+        """`fetch`: the cycle's one fetch shared by several targets (target_set.SharedFetch)."""
         started = time.monotonic()
         applied = self.state.get("applied_commit")
         try:
-            head = self.mirror.fetch()
+            head = fetch() if fetch is not None else self.mirror.fetch()
             result = self._apply(head, applied, force=force, allow_mass_delete=allow_mass_delete)
         except GitsyncError as exc:  # git, or the jobs service: down, wrong key, refused a definition
             result = SyncResult("error", applied=applied, message=str(exc))

@@ -50,10 +50,12 @@ def status_for(result: SyncResult, where: str) -> CommitStatus | None:
 class StatusPoster:
     """Posts `status_for(result)` once per commit and state."""
 
-    def __init__(self, forge: Forge, state: State, target_directory: str) -> None:
+    def __init__(self, forge: Forge, state: State, target_directory: str, context: str = CONTEXT) -> None:
         self.forge = forge
         self.state = state
         self.where = f"{socket.gethostname()}:{target_directory}"
+        #: "gitsync", or "gitsync/<name>" for a named target: several targets' statuses sit side by side.
+        self.context = context
 
     def after_sync(self, result: SyncResult) -> None:
         status = status_for(result, self.where)
@@ -63,7 +65,7 @@ class StatusPoster:
         if self.state.get("forge_status_posted") == key:
             return
         try:
-            self.forge.set_commit_status(status.sha, status.state, status.description, CONTEXT)
+            self.forge.set_commit_status(status.sha, status.state, status.description, self.context)
         except GitsyncError as exc:
             log.warning("could not post the %s status on %s to the forge (tried again next sync): %s",
                         status.state, status.sha[:12], exc)
@@ -82,4 +84,11 @@ def make_poster(settings: Settings, state: State) -> StatusPoster | None:
     token = token_reader(settings.push_forge_token_file or None, settings.push_forge_token_env or None)
     forge = make_forge(settings.push_forge, settings.push_forge_api_url,  # type: ignore[arg-type]
                        settings.push_forge_repository, token)
-    return StatusPoster(forge, state, settings.target_directory or settings.target_url)
+    return StatusPoster(forge, state, settings.target_directory or settings.target_url, context_for(settings))
+
+
+def context_for(settings: Settings) -> str:
+    """The commit status context of a target: "gitsync" for the single one, "gitsync/<name>" for a named one."""
+    from gitsync.config import DEFAULT_TARGET
+
+    return CONTEXT if settings.target_name == DEFAULT_TARGET else f"{CONTEXT}/{settings.target_name}"

@@ -20,6 +20,8 @@ from gitsync.errors import ConfigError
 from gitsync.secrets import redact_url
 
 DEFAULT_CONFIG_FILE = "gitsync.toml"
+#: The name of the one target of a `[target]` table (or of GITSYNC_TARGET_* settings alone).
+DEFAULT_TARGET = "default"
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("target.prune", str, "owned", "jobs-api: owned = remove only definitions gitsync saved and git "
            "deleted; all = git owns the service: remove every definition git does not have",
            choices=("owned", "all")),
-    Option("target.include", str, "", "jobs-api: comma-separated globs, relative to repo.path, of the .kit files "
-           "this target gets (* and ** both cross folders), e.g. \"linux/**, shared/**\"; empty = all"),
+    Option("target.include", str, "", "Globs, relative to repo.path, of the .kit files this target gets (* and ** "
+           "both cross folders): a list in the file, comma-separated in the environment, e.g. "
+           "[\"linux/**\", \"shared/**\"]; empty = all"),
     Option("target.timeout", float, 30.0, "jobs-api: seconds one HTTP call to the jobs service may take"),
     Option("target.poll_interval", float, 15.0, "jobs-api: seconds between two polls of the jobs service's /load "
            "for changes others made through /save or /remove (push-back; each poll runs a cycle)"),
@@ -217,6 +220,24 @@ class Settings:
     server_listen: str
     server_webhook_secret_file: str
     server_webhook_max_body: int
+    #: The target's name: "default" for the single `[target]` table (and the GITSYNC_TARGET_* settings), else
+    #: the `name` of its `[[target]]` table. Not an option: it keys the target's state, metrics and status.
+    target_name: str = DEFAULT_TARGET
+    #: With `[[target]]` tables: every target's settings (these settings with that target's target.* values).
+    target_list: tuple[Settings, ...] = ()
+
+    def targets(self) -> tuple[Settings, ...]:
+        """The targets to sync, each as the whole settings with its own target.* values (one for `[target]`)."""
+        return self.target_list or (self,)
+
+    @property
+    def several_targets(self) -> bool:
+        return len(self.targets()) > 1
+
+    @property
+    def include(self) -> tuple[str, ...]:
+        """``target.include`` as a tuple of globs (empty: every file under repo.path)."""
+        return tuple(p.strip() for p in self.target_include.split(",") if p.strip())
 
     @property
     def file_mode(self) -> int:
@@ -247,30 +268,55 @@ class Settings:
             value = getattr(self, option.attr)
             if isinstance(value, str) and "://" in value:  # repo.url, push.forge_api_url, ...
                 value = redact_url(value)
+            if option.key.startswith("target.") and self.target_list:
+                continue  # shown per target below
             shown.append(f"{option.key}={value!r}")
+        for target in self.target_list:
+            keys = [o for o in OPTIONS if o.key.startswith("target.")]
+            shown.append(f"target[{target.target_name}]=(" + " ".join(
+                f"{o.key.split('.', 1)[1]}={redact_url(v) if isinstance(v, str) and '://' in v else v!r}"
+                for o in keys for v in [getattr(target, o.attr)] if v != o.default) + ")")
         return " ".join(shown)
 
 
 def load_settings(config_file: str | None, flags: Mapping[str, Any] | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge the four layers; `flags` maps option keys to values the user gave (None = not given)."""
+    """Merge the four layers; `flags` maps option keys to values the user gave (None = not given).
+
+    `[[target]]` tables (several targets) are read by target_config.py; the environment and flags then
+    set target.* keys only when there is one target."""
+    from gitsync import target_config
+
     environ = os.environ if environ is None else environ
     values = {o.key: o.default for o in OPTIONS}
+    tables: list[dict[str, Any]] | None = None
     path = config_file or environ.get("GITSYNC_CONFIG") or ""
+    source = Path(path or DEFAULT_CONFIG_FILE)
     if path or Path(DEFAULT_CONFIG_FILE).is_file():
-        values.update(_read_file(Path(path or DEFAULT_CONFIG_FILE), explicit=bool(path)))
+        found, tables = _read_file(source, explicit=bool(path))
+        values.update(found)
+    overrides: dict[str, tuple[Any, str]] = {}
     for option in OPTIONS:
         if option.env in environ:
-            values[option.key] = _from_text(option, environ[option.env], f"environment variable {option.env}")
+            overrides[option.key] = (_from_text(option, environ[option.env], f"environment variable {option.env}"),
+                                     f"environment variable {option.env}")
     for key, value in (flags or {}).items():
         if value is not None:
-            values[key] = _check(_BY_KEY[key], value, f"flag {_BY_KEY[key].flag}")
-    settings = Settings(**{_BY_KEY[k].attr: v for k, v in values.items()})
+            overrides[key] = (_check(_BY_KEY[key], value, f"flag {_BY_KEY[key].flag}"), f"flag {_BY_KEY[key].flag}")
+    if tables is not None:
+        return target_config.several(source, values, tables, overrides, _settings)
+    values.update({key: value for key, (value, _) in overrides.items()})
+    return _settings(values)
+
+
+def _settings(values: Mapping[str, Any], **extra: Any) -> Settings:
+    settings = Settings(**{_BY_KEY[k].attr: v for k, v in values.items()}, **extra)
     _check_consistency(settings)
     return settings
 
 
-def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
+def _read_file(path: Path, explicit: bool) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """The file's settings, and its `[[target]]` tables (None when it has a `[target]` table or none)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -278,7 +324,13 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     found: dict[str, Any] = {}
+    tables: list[dict[str, Any]] | None = None
     for section, table in data.items():
+        if section == "target" and isinstance(table, list):
+            from gitsync.target_config import read_tables
+
+            tables = read_tables(path, table)
+            continue
         if section not in _SECTIONS or not isinstance(table, dict):
             raise ConfigError(f"{path}: unknown section [{section}]; known sections: "
                               + ", ".join(f"[{s}]" for s in _SECTIONS))
@@ -288,8 +340,17 @@ def _read_file(path: Path, explicit: bool) -> dict[str, Any]:
             if option is None:
                 known = ", ".join(o.key.split(".")[1] for o in OPTIONS if o.key.startswith(section + "."))
                 raise ConfigError(f"{path}: unknown key {key!r}; known keys in [{section}]: {known}")
-            found[key] = _check(option, value, f"{path}: {key}")
-    return found
+            found[key] = check_value(option, value, f"{path}: {key}")
+    return found, tables
+
+
+def check_value(option: Option, value: Any, where: str) -> Any:
+    """A value from the file: as `_check`, and target.include may be a list of globs (as in `[[target]]`)."""
+    if option.key == "target.include" and isinstance(value, list):
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of glob strings, got {value!r}")
+        value = ", ".join(value)
+    return _check(option, value, where)
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
@@ -355,12 +416,6 @@ def _check_consistency(s: Settings) -> None:
     if s.target_kind == "jobs-api" and s.target_url and not s.target_url.startswith(("http://", "https://")):
         raise ConfigError(f"target.url must be an http:// or https:// URL of the jobs service, got "
                           f"{redact_url(s.target_url)!r}")
-    if s.target_include and s.target_kind != "jobs-api":
-        raise ConfigError("target.include needs target.kind = jobs-api; for a directory target, point repo.path at "
-                          "the folder it gets")
-    if s.ha_redis_url and s.target_kind != "jobs-api":
-        raise ConfigError("ha.redis_url needs target.kind = jobs-api: replicas share what they saved through Redis; "
-                          "a directory target is served by one replica (its state directory holds the manifest)")
     if s.ha_redis_url and not s.ha_redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("ha.redis_url must be a redis://, rediss:// or unix:// URL, got "
                           f"{redact_url(s.ha_redis_url)!r}")
@@ -445,4 +500,5 @@ def starter_file() -> str:
     return "\n".join(lines)
 
 
-assert {f.name for f in fields(Settings)} == {o.attr for o in OPTIONS}, "Settings and OPTIONS disagree"
+assert {f.name for f in fields(Settings)} - {"target_name", "target_list"} == {o.attr for o in OPTIONS}, \
+    "Settings and OPTIONS disagree"

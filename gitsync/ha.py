@@ -98,6 +98,14 @@ class Lease:
         text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
         return text.rsplit(":", 1)[0]
 
+    def shared_value(self, name: str, value: str) -> str:
+        """A value all replicas agree on, kept beside the lease (`<key>:<name>`): the first one given is
+        recorded, and every call returns the recorded one."""
+        key = f"{self.key}:{name}"
+        self._call(lambda: self._client.set(key, value, nx=True))
+        found = self._call(lambda: self._client.get(key))
+        return found.decode(errors="replace") if isinstance(found, bytes) else str(found)
+
     def close(self) -> None:
         self._client.close()
 
@@ -132,6 +140,7 @@ class Elector:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gitsync-ha", daemon=True)
         self.last_error = ""
+        self._resting_until = 0.0  # resign(): no campaigning before this clock() time
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -159,6 +168,18 @@ class Elector:
                             f"{self.lease.key!r}; nothing applied or pushed" +
                             (f" ({self.last_error})" if self.last_error else ""))
 
+    def resign(self, seconds: float) -> None:
+        """Give the lease up now and do not campaign for `seconds` (a replica that cannot lead lets another)."""
+        with self._lock:
+            self._resting_until = self._clock() + seconds
+            leading = self._leader
+        if leading:
+            try:
+                self.lease.release()
+            except LeaseUnavailable as exc:
+                log.warning("could not release the HA lease: %s", exc)
+        self._set(False, 0.0)
+
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> Elector:
         self._attempt(renew_only=False)
@@ -185,6 +206,9 @@ class Elector:
     def _attempt(self, *, renew_only: bool) -> bool:
         """Renew (if leading) or try to take the lease; update the local view; True if we lead now."""
         started = self._clock()
+        with self._lock:
+            if started < self._resting_until and not self._leader:
+                return False
         try:
             with self._lock:
                 leading = self._leader

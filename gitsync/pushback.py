@@ -71,8 +71,11 @@ class PushBack:
                                   settings.push_committer_email or settings.push_author_email)
         #: Told the result of every push ("pushed", "rejected", "failed"), for the gitsync_pushes metric.
         self.on_push: Callable[[str], None] = lambda result: None
+        #: Runs right before every push; raises to stop it (high availability: a replica without the lease).
+        self.guard: Callable[[], None] = lambda: None
 
     def _push(self, sha: str, branch: str, *, force: bool = False) -> None:
+        self.guard()
         try:
             self.mirror.push(sha, branch, force=force)
         except PushRejected:

@@ -16,6 +16,8 @@ from gitsync.state import State
 def status_report(settings: Settings, state: State) -> dict[str, Any]:
     manifest = state.manifest()
     report: dict[str, Any] = {
+        "name": settings.target_name,
+        "target_kind": settings.target_kind,
         "repository": redact_url(settings.repo_url),
         "branch": settings.repo_branch,
         "pinned_ref": settings.repo_ref or None,
@@ -52,7 +54,27 @@ def api_status(settings: Settings, state: State) -> dict[str, Any]:
     from gitsync.api_store import ApiRecord
 
     return {"target": redact_url(settings.target_url), "target_kind": "jobs-api", "owned_files": 0,
-            "definitions": ApiRecord(state, "default").count()}
+            "definitions": ApiRecord(state, settings.target_name).count()}
+
+
+#: How bad a target's last result is, for the worst of several.
+_RANK = {None: 0, "noop": 0, "synced": 1, "partial": 2, "invalid": 3, "refused": 4, "error": 5}
+
+
+def targets_report(settings: Settings, targets: list[tuple[Settings, State]]) -> dict[str, Any]:
+    """Several targets: what they share (the repository), the worst of their results, and each one's own
+    report under "targets" (name -> the report a single target gives)."""
+    per = {t.target_name: status_report(t, state) for t, state in targets}
+    worst = max(per.values(), key=lambda r: _RANK.get(r["last_result"], 5))
+    failing = sorted(name for name, r in per.items() if r["last_result"] not in ("synced", "noop", None)
+                     or r["consecutive_failures"])
+    return {
+        "repository": redact_url(settings.repo_url), "branch": settings.repo_branch,
+        "pinned_ref": settings.repo_ref or None, "path": settings.repo_path,
+        "last_result": worst["last_result"], "failing_targets": failing,
+        "consecutive_failures": max(r["consecutive_failures"] for r in per.values()),
+        "targets": per,
+    }
 
 
 def extra_status(state: State) -> dict[str, Any]:
@@ -70,6 +92,23 @@ def extra_status(state: State) -> dict[str, Any]:
 
 
 def render_text(report: dict[str, Any]) -> str:
+    """`gitsync status` as text: one block, or with several targets the repository and then a block each."""
+    if "targets" not in report:
+        return _render_one(report)
+    lines = [f"repository   {report['repository']} (branch {report['branch']}, path {report['path'] or '/'})"]
+    if report.get("role") == "standby":
+        lines.append("role         standby: another replica holds the HA lease")
+    if report["failing_targets"]:
+        lines.append(f"failing      {len(report['failing_targets'])} of {len(report['targets'])} target(s): "
+                     + ", ".join(report["failing_targets"]))
+    for name, one in report["targets"].items():
+        lines.append("")
+        lines.append(f"[target {name}] ({one.get('target_kind', 'directory')})")
+        lines += ["  " + line for line in _render_one(one).splitlines() if not line.startswith("repository")]
+    return "\n".join(lines)
+
+
+def _render_one(report: dict[str, Any]) -> str:
     def when(ts: float | None) -> str:
         if not ts:
             return "never"

@@ -31,6 +31,8 @@ class PageInputs:
 
 def render(data: PageInputs) -> str:
     r = data.report
+    if "targets" in r:
+        return _render_targets(data)
     state_word, state_class = _overall(r)
     sections = [
         _header(r, state_word, state_class),
@@ -44,6 +46,40 @@ def render(data: PageInputs) -> str:
     ]
     return _PAGE.format(refresh=REFRESH_SECONDS, title=_e(f"gitsync: {state_word}"), css=_CSS,
                         body="\n".join(sections))
+
+
+def _render_targets(data: PageInputs) -> str:
+    """Several targets: a summary row each (applied commit, result, failures), then each one's commits and
+    problems; the schedule, push-backs and history are the process's."""
+    r = data.report
+    failing = list(r.get("failing_targets") or [])
+    if r.get("role") == "standby":
+        word, klass = "standby: another replica holds the HA lease", "warn"
+    elif failing:
+        word, klass = f"{len(failing)} of {len(r['targets'])} target(s) failing: {', '.join(failing)}", "bad"
+    else:
+        word, klass = ("in sync", "ok") if all(t.get("applied_commit") for t in r["targets"].values()) \
+            else ("starting", "warn")
+    rows = []
+    for name, t in r["targets"].items():
+        good = t.get("last_result") in _GOOD and not t.get("consecutive_failures")
+        rows.append(f"<tr id='target-{_e(name)}' class='{'ok' if good else 'bad'}'><td>{_e(name)}</td>"
+                    f"<td>{_e(t.get('target_kind'))}</td><td>{_e(t.get('target'))}</td>"
+                    f"<td><code>{_e((t.get('applied_commit') or 'none yet')[:12])}</code></td>"
+                    f"<td>{_e(t.get('last_result') or 'never')}</td><td>{_e(t.get('consecutive_failures') or 0)}</td>"
+                    f"<td>{_e(t.get('last_message', ''))}</td></tr>")
+    summary = ("<section id='targets'><h2>Targets</h2><table><tr><th>target</th><th>kind</th><th>where</th>"
+               "<th>applied</th><th>last sync</th><th>failures in a row</th><th>message</th></tr>"
+               f"{''.join(rows)}</table></section>")
+    where = f"{r.get('repository')} · branch {r.get('branch')} · path {r.get('path') or '/'}"
+    sections = [f"<header><h1>gitsync</h1><p>{_e(where)}</p><p id='state' class='state {klass}'>{_e(word)}</p>"
+                "</header>", summary]
+    for name, t in r["targets"].items():
+        sections.append(f"<section id='target-{_e(name)}-detail'><h2>Target {_e(name)}</h2>"
+                        f"{_commits(t, data.now)}{_problems(t)}</section>")
+    sections += [_schedule(r, data.next_sync, data.now), _pending(data.pending, data.now),
+                 _history(data.history, data.now)]
+    return _PAGE.format(refresh=REFRESH_SECONDS, title=_e(f"gitsync: {word}"), css=_CSS, body="\n".join(sections))
 
 
 def _overall(r: Mapping[str, Any]) -> tuple[str, str]:

@@ -30,6 +30,7 @@ from gitsync.pinning import fetch_target
 from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
 from gitsync.problems import Problem
 from gitsync.state import State, StateLock, problems_json
+from gitsync.target_config import included
 from gitsync.target_dir import DirectoryTarget, FileTooLarge, Fingerprint, Seen
 
 if TYPE_CHECKING:
@@ -114,29 +115,42 @@ class Syncer:
         self._pool: ProcessPoolExecutor | None = None
         self._leftovers_removed = False
         self._read: dict[str, bytes] = {}  # blob -> bytes read for validation in this pull (small changes only)
+        self._owns_mirror = True
+        #: Runs right before an apply touches the target; raises to stop it (high availability, see ha.py).
+        self.guard: Callable[[], None] = lambda: None
+        #: Where the mirror records this target's applied commit (one ref per target; see target_set.py).
+        self.applied_ref = APPLIED_REF
+        #: target.include as globs relative to repo.path (empty: every .kit file under it).
+        self.include = settings.include
         self._check_state_matches_target()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, lock: bool = True) -> Syncer:
+    def from_settings(cls, settings: Settings, *, lock: bool = True, mirror: GitMirror | None = None) -> Syncer:
         """`lock=False` opens the state beside a running agent: only for a command that takes its turn
-        (turn.py) or only reads."""
+        (turn.py) or only reads. `mirror`: the mirror another target of this process opened (several
+        targets share one mirror and one fetch); the caller closes it."""
         from gitsync.credentials import credentials_from
+        from gitsync.target_set import applied_ref, target_state_dir
 
         settings.require("repo.url", "target.directory")
         state_dir = settings.state_path
-        mirror = GitMirror(state_dir / "mirror.git", _normalise_url(settings.repo_url), settings.repo_branch,
-                           credentials=credentials_from(settings), timeout=settings.sync_timeout,
-                           depth=settings.repo_fetch_depth)
+        shared = mirror is not None
+        if mirror is None:
+            mirror = GitMirror(state_dir / "mirror.git", _normalise_url(settings.repo_url), settings.repo_branch,
+                               credentials=credentials_from(settings), timeout=settings.sync_timeout,
+                               depth=settings.repo_fetch_depth)
         held = StateLock(state_dir) if lock else None
         try:
             target = DirectoryTarget(Path(settings.target_directory), file_mode=settings.file_mode,
                                      gid=settings.file_gid, max_file_size=settings.sync_max_file_size)
-            syncer = cls(settings, State(state_dir), mirror, target)
+            syncer = cls(settings, State(target_state_dir(settings)), mirror, target)
         except BaseException:
             if held is not None:
                 held.release()
             raise
         syncer._lock = held
+        syncer._owns_mirror = not shared
+        syncer.applied_ref = applied_ref(settings)
         syncer.pending = Outbox(syncer.state).held_targets  # an agent's unpushed changes are not drift
         return syncer
 
@@ -144,7 +158,8 @@ class Syncer:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-        self.mirror.close()
+        if self._owns_mirror:
+            self.mirror.close()
         self.state.close()
         if self._lock is not None:
             self._lock.release()
@@ -166,7 +181,7 @@ class Syncer:
         applied = self.state.get("applied_commit")
         rules = self._validation_key()
         vanished = not self.mirror.path_exists(head, s.repo_path)
-        if vanished and not (self.state.has_tree() and self.state.get("applied_path", s.repo_path) == s.repo_path):
+        if vanished and not (self.state.has_tree() and self.state.get("applied_path", s.repo_path) == self._scope()):
             raise ConfigError(f"repo.path {s.repo_path!r} does not exist in commit {head[:12]}; "
                               "set repo.path to the folder that holds the .kit files")
         changes, whole_tree = self._changes(applied, head)
@@ -348,6 +363,19 @@ class Syncer:
         foreign = {job: target for target, row in remembered.items() if row is not None for job in row[2]}
         return foreign, moved
 
+    def _scope(self) -> str:
+        """What the stored tree covers: repo.path, and the include globs when there are any (a change of either
+        compares whole trees, as a first sync does)."""
+        path = self.settings.repo_path
+        return f"{path} include={','.join(self.include)}" if self.include else path
+
+    def _included(self, path: str) -> bool:
+        """A repo path this target gets (target.include, relative to repo.path)."""
+        if not self.include:
+            return True
+        prefix = f"{self.settings.repo_path.rstrip('/')}/" if self.settings.repo_path else ""
+        return included(path[len(prefix):], self.include)
+
     def _validation_key(self) -> str:
         return f"strict={self.settings.sync_strict} max_file_size={self.settings.sync_max_file_size} index=2"
 
@@ -388,11 +416,12 @@ class Syncer:
         if not seen:
             return
         try:
-            last: str | None = self.mirror.resolve(APPLIED_REF)
+            last: str | None = self.mirror.resolve(self.applied_ref)
         except GitError:
             return  # no evidence gitsync ever wrote here: the plan adopts exact matches, the rest is foreign
         path = self.settings.repo_path
-        trees = {commit: self.mirror.list_tree(commit, path) for commit in dict.fromkeys([last, head]) if commit}
+        trees = {commit: {p: e for p, e in self.mirror.list_tree(commit, path).items() if self._included(p)}
+                 for commit in dict.fromkeys([last, head]) if commit}
         owned: dict[str, Owned | None] = {}
         adopted = drift = 0
         for tree in trees.values():
@@ -420,7 +449,7 @@ class Syncer:
         """The definition files that differ from the applied tree; the whole stored tree too when git's diff
         cannot say (first sync, a new repo.path, the applied commit gone), else None."""
         path = self.settings.repo_path
-        same_path = self.state.get("applied_path", path) == path
+        same_path = self.state.get("applied_path", path) == self._scope()
         if applied == head and same_path:
             return [], None
         old_tree = None
@@ -428,11 +457,11 @@ class Syncer:
             changes = self.mirror.diff(applied, head, path)
         else:  # first sync, a new repo.path, or the applied commit is gone: compare whole trees by blob id
             old_tree = self.state.tree()
-            now = self.mirror.list_tree(head, path)
+            now = {p: e for p, e in self.mirror.list_tree(head, path).items() if self._included(p)}
             changes = [Change("M", p, e.blob, e.mode) for p, e in now.items()
                        if p not in old_tree or old_tree[p].blob != e.blob]
             changes += [Change("D", p, None, "") for p in old_tree if p not in now]
-        changes = [c for c in changes if defset.is_definition_path(c.path)]
+        changes = [c for c in changes if defset.is_definition_path(c.path) and self._included(c.path)]
         self.unusable_names = tuple(_name_problem(c.path) for c in changes if c.blob and not _valid_name(c.path))
         return [c for c in changes if _valid_name(c.path)], old_tree
 
@@ -482,25 +511,28 @@ class Syncer:
         return found
 
     # -- doing --------------------------------------------------------------------------------------
-    def sync(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+    def sync(self, *, force: bool = False, allow_mass_delete: bool = False,
+             fetch: Callable[[], str] | None = None) -> SyncResult:
         """One cycle without push-back (`gitsync sync --once`): recover, pull, record."""
         wall, applied, steps = time.time(), self.state.get("applied_commit"), Steps()
         result = SyncResult("error", applied=applied, message="the pull did not run")
         with steps.step("recover"):
             self.recover()
         with steps.step("pull"):
-            result = self.pull(force=force, allow_mass_delete=allow_mass_delete)
+            result = self.pull(force=force, allow_mass_delete=allow_mass_delete, fetch=fetch)
         self.record(result, wall, previous=applied, failures=steps.failures)
         return result
 
-    def pull(self, *, force: bool = False, allow_mass_delete: bool = False) -> SyncResult:
+    def pull(self, *, force: bool = False, allow_mass_delete: bool = False,
+             fetch: Callable[[], str] | None = None) -> SyncResult:
         """Fetch, diff, validate, plan and apply; failures git or the disk can produce become an "error"
-        result (the last good state stays), anything else is raised to the caller's step boundary."""
+        result (the last good state stays), anything else is raised to the caller's step boundary. `fetch`:
+        the cycle's one fetch shared by several targets (target_set.SharedFetch); default: fetch here."""
         started = time.monotonic()
         applied = self.state.get("applied_commit")
         try:
             progress.step(f"fetching {self.settings.repo_ref or self.settings.repo_branch}")
-            head = fetch_target(self.mirror, self.settings.repo_ref)
+            head = fetch() if fetch is not None else fetch_target(self.mirror, self.settings.repo_ref)
             faults.reached("pull.fetched")
             if applied and not force and not self.target.directory.is_dir():
                 raise TargetError(f"the job directory {self.target.directory} is gone (deleted or unmounted?); "
@@ -569,6 +601,7 @@ class Syncer:
         deletes = p.plan.of("delete")
         owned: dict[str, Owned | None] = {}
         if writes or deletes:
+            self.guard()
             self.state.begin_apply(p.head, [
                 JournalRow(a.target, a.repo_path, p.seen[a.target].blob if a.target in p.seen else None,
                            a.blob, p.tree[a.repo_path].names if a.blob else ())
@@ -596,12 +629,12 @@ class Syncer:
         if writes or deletes:
             faults.reached("apply.written")
         self.state.record_apply(tree={path: p.tree.get(path) for path in p.touched}, owned=owned, meta={
-            "applied_commit": p.head, "applied_path": self.settings.repo_path,
+            "applied_commit": p.head, "applied_path": self._scope(),
             "validated_with": self._validation_key(), "replan": None}, end_apply=True, problems=p.path_problems)
         if writes or deletes:
             faults.reached("apply.recorded")
         self._remember_look(p)
-        self.mirror.update_ref(APPLIED_REF, p.head)
+        self.mirror.update_ref(self.applied_ref, p.head)
         base.applied = p.head
         base.written = [a.target for a in writes if a.target in stats]
         base.removed = [a.target for a in deletes if a.target in deleted]

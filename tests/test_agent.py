@@ -172,10 +172,10 @@ def test_health_readiness_status_and_metrics(start_agent: StartAgent, remote: Re
     metrics = http.get(url(agent, "/metrics"))
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
     lines = metrics.text.splitlines()
-    assert 'gitsync_syncs_total{result="error"} 1.0' in lines
-    assert 'gitsync_syncs_total{result="synced"} 1.0' in lines
-    assert "gitsync_owned_files 7.0" in lines
-    assert "gitsync_consecutive_failures 0.0" in lines
+    assert 'gitsync_syncs_total{result="error",target="default"} 1.0' in lines
+    assert 'gitsync_syncs_total{result="synced",target="default"} 1.0' in lines
+    assert 'gitsync_owned_files{target="default"} 7.0' in lines
+    assert 'gitsync_consecutive_failures{target="default"} 0.0' in lines
 
 
 def test_no_secret_reaches_status_metrics_or_the_log(start_agent: StartAgent, sample_remote: RemoteRepo,

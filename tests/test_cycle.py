@@ -53,7 +53,7 @@ def assert_failure_visible(site: Site, step: str) -> None:
     assert step in status["failing_steps"], status["failing_steps"]
     assert status["consecutive_failures"] >= 1
     assert readyz(site) == 503
-    assert metric(site, f'gitsync_step_failing{{step="{step}"}}').endswith(" 1.0")
+    assert metric(site, f'gitsync_step_failing{{step="{step}",target="default"}}').endswith(" 1.0")
 
 
 def assert_pull_still_runs(site: Site, remote: RemoteRepo) -> None:

@@ -248,8 +248,8 @@ def test_every_declared_metric_is_updated(start_agent: StartAgent, sample_remote
     hello = target / "hello-world.kit"
     hello.write_text(hello.read_text().replace("synced by gitsync", "pushed back"))
     poll_until(lambda: "pushed back" in sample_remote.show("jobs/hello-world.kit"), timeout=30, what="the push")
-    poll_until(lambda: metric_values(http, agent).get(("gitsync_pushes_total", (("result", "pushed"),))) == 1,
-               timeout=30, what="the push to be counted")
+    pushed = ("gitsync_pushes_total", (("result", "pushed"), ("target", "default")))
+    poll_until(lambda: metric_values(http, agent).get(pushed) == 1, timeout=30, what="the push to be counted")
     scrape()
     # A conflict: git and the directory change the same definition before the agent looks.
     sample_remote.pull()
@@ -258,8 +258,8 @@ def test_every_declared_metric_is_updated(start_agent: StartAgent, sample_remote
     hello.write_text(kit("hello-world", args=("from the directory",)))
     agent = start_agent(sample_remote)
     poll_until(lambda: agent.status()["conflicts"], timeout=30, what="the conflict branch")
-    poll_until(lambda: metric_values(http, agent).get(("gitsync_conflicts_total", ())) == 1, timeout=30,
-               what="the conflict to be counted")
+    conflicts = ("gitsync_conflicts_total", (("target", "default"),))
+    poll_until(lambda: metric_values(http, agent).get(conflicts) == 1, timeout=30, what="the conflict to be counted")
     # A local edit that makes a definition invalid: kept in the outbox as blocked, never pushed.
     (target / "gpu-checks.kit").write_text('[job.gpu-checks]\njob_type = "nope"\ncommand = "/bin/true"\n')
     agent.request_sync("local change")

@@ -170,13 +170,13 @@ def agent_cycle_after_a_commit(root: Path, count: int, monkeypatch: pytest.Monke
     settings = load_settings(None, {"repo.url": remote.url, "repo.path": "jobs", "target.directory":
                                     str(root / "target"), "state.dir": str(root / "state"), "server.listen": ""})
     agent = build_agent(settings)
-    agent._dirty = DirtySet()  # noqa: SLF001 - what start() wires to the watcher, without its threads
+    dirty = agent.units[0].dirty = DirtySet()  # what start() wires to the watcher, without its threads
     try:
         assert agent.run_once("start").result == "synced"  # the first cycle scans everything
         assert agent.run_once("timer").result == "noop"  # the first look at the directory it created
         remote.commit({"jobs/group-07/job-00007.kit": kit("job-00007", args=("changed",))})
         (root / "target" / "job-00011.kit").write_text(kit("job-00011", args=("edited-here",)), encoding="utf-8")
-        agent._dirty.add([str(root / "target" / "job-00011.kit")])  # noqa: SLF001
+        dirty.add([str(root / "target" / "job-00011.kit")])
         counts, result = counted(lambda: agent.run_once("SIGHUP"), agent.syncer, monkeypatch)
         assert result.result == "synced" and "job-00007.kit" in result.written
         assert b"edited-here" in subprocess.run(

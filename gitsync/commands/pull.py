@@ -14,6 +14,7 @@ from gitsync.state import State, problems_json
 from gitsync.sync import Prepared, SyncResult
 
 if TYPE_CHECKING:
+    from gitsync.api_sync import ApiSyncer
     from gitsync.config import Settings
 
 
@@ -38,6 +39,8 @@ def run_sync(args: argparse.Namespace) -> int:
     from gitsync.progress import Progress
 
     settings = settings_from(args)
+    if settings.several_targets:
+        return _sync_targets(settings, args)
     if settings.target_kind == "jobs-api":
         from gitsync.api_sync import ApiSyncer
 
@@ -59,6 +62,43 @@ def run_sync(args: argparse.Namespace) -> int:
     if code != EXIT_OK:
         print(f"gitsync: error: {sync_outcome(result)}", file=sys.stderr)  # the CLI's one-line shape
     return code
+
+
+def _sync_targets(settings: Settings, args: argparse.Namespace) -> int:
+    """Several targets: one fetch, then each target's recover, pull and record; one failing never stops the
+    others. Each target's outcome is one line; the exit code is the worst across targets."""
+    from gitsync.commands.session import all_targets
+    from gitsync.progress import Progress
+    from gitsync.target_set import SharedFetch
+
+    results: list[tuple[str, SyncResult]] = []
+    with all_targets(settings, exclusive=True) as (syncers, _):
+        fetch = SharedFetch(syncers[0].mirror, settings.repo_ref)
+        for target, syncer in zip(settings.targets(), syncers, strict=True):
+            with Progress():
+                result = syncer.sync(force=args.force, allow_mass_delete=args.allow_mass_delete, fetch=fetch)
+            _post_status(target, syncer.state, result)
+            results.append((target.target_name, result))
+    codes = []
+    for name, result in results:
+        for problem in result.problems:
+            print(f"[{name}] {problem.format()}", file=sys.stderr)
+        code = sync_exit_code(result)
+        codes.append(code)
+        if code != EXIT_OK:
+            print(f"gitsync: error: target {name}: {sync_outcome(result)}", file=sys.stderr)
+        else:
+            print(f"target {name}: {result.result} at {(result.applied or '')[:12]}", file=sys.stderr)
+    return worst_exit_code(codes)
+
+
+#: Exit codes from the least to the most serious, for the worst of several targets.
+_SEVERITY = (EXIT_OK, EXIT_CHANGES_PENDING, EXIT_DRIFT, EXIT_HELD, EXIT_REFUSED, EXIT_ERROR)
+
+
+def worst_exit_code(codes: list[int]) -> int:
+    """Pure: the most serious of several targets' exit codes (error > refused > held > drift > pending > ok)."""
+    return max(codes, key=_SEVERITY.index, default=EXIT_OK)
 
 
 def _post_status(settings: Settings, state: State, result: SyncResult) -> None:
@@ -99,6 +139,8 @@ def sync_outcome(result: SyncResult) -> str:
 
 def run_plan(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if settings.several_targets:
+        return _plan_targets(settings, args)
     if settings.target_kind == "jobs-api":
         return _run_api_plan(settings, args)
     with session(settings) as work:  # beside a running agent: in its turn, between two cycles
@@ -146,20 +188,63 @@ def render_plan(p: Prepared, on_invalid: str) -> str:
     return "\n".join(lines)
 
 
+def _plan_targets(settings: Settings, args: argparse.Namespace) -> int:
+    """Several targets: one fetch, each target's plan under its name; a target whose plan fails (its jobs
+    service down) says so and the others are still shown. The exit code is the worst across targets."""
+    from gitsync.api_sync import ApiSyncer
+    from gitsync.commands.session import all_targets
+    from gitsync.errors import GitsyncError
+
+    texts: list[str] = []
+    found: dict[str, Any] = {}
+    codes: list[int] = []
+    with all_targets(settings) as (syncers, _):  # beside a running agent: in its turn, between two cycles
+        head = fetch_target(syncers[0].mirror, settings.repo_ref)
+        for target, syncer in zip(settings.targets(), syncers, strict=True):
+            name = target.target_name
+            try:
+                if isinstance(syncer, ApiSyncer):
+                    code, text, found[name] = _api_plan(syncer, target, args, head)
+                else:
+                    prepared = syncer.prepare(head, force=args.force, allow_mass_delete=args.allow_mass_delete)
+                    code, text = plan_exit_code(prepared, target.sync_on_invalid), \
+                        render_plan(prepared, target.sync_on_invalid)
+                    found[name] = plan_json(prepared, target.sync_on_invalid)
+            except GitsyncError as exc:
+                code, text = EXIT_ERROR, f"error: {exc}"
+                found[name] = {"error": str(exc)}
+            codes.append(code)
+            texts.append(f"[target {name}] ({target.target_kind})\n" + "\n".join(f"  {line}"
+                                                                                  for line in text.splitlines()))
+    if args.format == "json":
+        print(json.dumps({"head": head, "targets": found}, indent=2))
+    else:
+        print("\n\n".join(texts))
+    return worst_exit_code(codes)
+
+
 def _run_api_plan(settings: Settings, args: argparse.Namespace) -> int:
     """`gitsync plan` for a jobs service: validate the commit, one `/load`, and the calls a sync would make."""
-    from gitsync.api_plan import mass_remove_refusal
     from gitsync.api_sync import ApiSyncer
 
     syncer = ApiSyncer.from_settings(settings)
     try:
-        head = syncer.mirror.fetch()
-        applied = syncer.state.get("applied_commit")
-        found = syncer.definitions(head)
-        hold = {n: "its file is invalid" for n in found.invalid_names}
-        plan, on_service = syncer.target.plan(found.wanted, hold=hold, force=args.force)
+        code, text, _ = _api_plan(syncer, settings, args, syncer.mirror.fetch())
     finally:
         syncer.close()
+    print(text)
+    return code
+
+
+def _api_plan(syncer: ApiSyncer, settings: Settings, args: argparse.Namespace, head: str) \
+        -> tuple[int, str, dict[str, Any]]:
+    """A jobs service's plan: exit code, text and JSON (the same shape as a directory's, by job name)."""
+    from gitsync.api_plan import mass_remove_refusal
+
+    applied = syncer.state.get("applied_commit")
+    found = syncer.definitions(head)
+    hold = {n: "its file is invalid" for n in found.invalid_names}
+    plan, on_service = syncer.target.plan(found.wanted, hold=hold, force=args.force)
     lines = [f"commit {applied[:12] if applied else 'nothing applied'} -> {head[:12]}: {len(found.wanted)} "
              f"definition(s) for {syncer.target.describe()}, which holds {on_service}"]
     lines += [f"  {a.kind:<7} {a.name:<40} {a.reason}" for a in plan.actions if a.kind != "forget"]
@@ -168,13 +253,16 @@ def _run_api_plan(settings: Settings, args: argparse.Namespace) -> int:
     refusal = mass_remove_refusal(plan, on_service, settings.sync_max_delete_share, args.allow_mass_delete)
     blocked = bool(refusal) or bool(found.invalid and settings.sync_on_invalid == "refuse")
     if found.invalid and settings.sync_on_invalid == "refuse":
-        lines.append(f"refused: {len(found.invalid)} invalid file(s); nothing would be saved "
-                     "(sync.on_invalid = refuse)")
+        refusal = f"{len(found.invalid)} invalid file(s)"
+        lines.append(f"refused: {refusal}; nothing would be saved (sync.on_invalid = refuse)")
     elif refusal:
         lines.append(f"refused: {refusal}")
     elif not plan.changes_target:
         lines.append("no changes to the jobs service")
-    print("\n".join(lines))
-    if blocked:
-        return EXIT_REFUSED
-    return EXIT_CHANGES_PENDING if plan.changes_target else EXIT_OK
+    data = {"applied": applied, "head": head, "target": syncer.target.describe(), "on_service": on_service,
+            "actions": [{"kind": a.kind, "name": a.name, "reason": a.reason} for a in plan.actions
+                        if a.kind != "forget"],
+            "findings": [dict(f.__dict__) for f in plan.findings], "problems": problems_json(found.problems),
+            "refused": refusal or None, "changes": plan.changes_target}
+    code = EXIT_REFUSED if blocked else (EXIT_CHANGES_PENDING if plan.changes_target else EXIT_OK)
+    return code, "\n".join(lines), data

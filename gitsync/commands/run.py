@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 from types import FrameType
+from typing import Any
 
 from gitsync.cli import settings_from
 
@@ -24,8 +25,10 @@ def run(args: argparse.Namespace) -> int:
 
         settings = replace(settings, server_listen=args.listen)
     from gitsync.agent import build_agent  # scheduler, watcher, HTTP server: only this command needs them
+    from gitsync.replica import Replica, needs_shared_state
 
-    agent = build_agent(settings)
+    # HA with a job directory: the replica opens the shared state only while it leads (replica.py).
+    agent: Any = Replica(settings) if needs_shared_state(settings) else build_agent(settings)
     stopping = threading.Event()
 
     def on_stop(signum: int, _frame: FrameType | None) -> None:

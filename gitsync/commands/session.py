@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gitsync.config import Settings
+from gitsync.errors import ConfigError
 from gitsync.state import StateBusy
 from gitsync.sync import Syncer
+from gitsync.target_set import close_all, open_syncers
 from gitsync.turn import turn
 
 if TYPE_CHECKING:
@@ -28,29 +30,46 @@ log = logging.getLogger("gitsync.session")
 
 @dataclass
 class Session:
-    syncer: Syncer
+    syncer: Syncer  # the directory target the command works on
     beside_agent: bool  # another gitsync holds the state directory; this command took its turn
+    #: Every target (the one above among them), for a command that syncs them all.
+    syncers: list[Syncer | ApiSyncer] = field(default_factory=list)
 
 
 @contextmanager
 def session(settings: Settings, *, exclusive: bool = False) -> Iterator[Session]:
-    """`exclusive`: refuse to run beside another process (what `sync --once` has always done)."""
+    """`exclusive`: refuse to run beside another process (what `sync --once` has always done). The command
+    works on the directory target (with several targets: the only directory target)."""
+    directory = [t.target_name for t in settings.targets() if t.target_kind == "directory"]
+    if len(directory) != 1:
+        raise ConfigError("this command works on one directory target, and the configuration has "
+                          f"{len(directory)} ({', '.join(directory) or 'only jobs-api targets'}); run it with a "
+                          "configuration that has only the one to work on")
+    with all_targets(settings, exclusive=exclusive) as (syncers, beside):
+        chosen = next(s for s in syncers if isinstance(s, Syncer))
+        yield Session(chosen, beside, syncers)
+
+
+@contextmanager
+def all_targets(settings: Settings, *, exclusive: bool = False) \
+        -> Iterator[tuple[list[Syncer | ApiSyncer], bool]]:
+    """Every target's syncer (one mirror, one lock), in the agent's turn; and whether an agent runs beside."""
     try:
-        syncer = Syncer.from_settings(settings)
+        syncers = open_syncers(settings)
         beside = False
     except StateBusy:
         if exclusive:
             raise
-        syncer = Syncer.from_settings(settings, lock=False)
+        syncers = open_syncers(settings, lock=False)
         beside = True
     try:
         wait = 2 * settings.sync_timeout + 30  # a cycle's fetch and push are each bounded by sync.timeout
         with turn(settings.state_path, timeout=wait):
             if beside:
                 log.debug("working beside the agent on %s, in its turn", settings.state_path)
-            yield Session(syncer, beside)
+            yield syncers, beside
     finally:
-        syncer.close()
+        close_all(syncers)
 
 
 @dataclass

@@ -63,7 +63,7 @@ def test_the_agent_keeps_a_jobs_service_in_step_and_reports_it(
     assert status["last_result"] == "synced" and status["applied_commit"] == remote.head()
     assert httpx.get(f"http://127.0.0.1:{agent.server_port}/readyz", trust_env=False).status_code == 200
     metrics = httpx.get(f"http://127.0.0.1:{agent.server_port}/metrics", trust_env=False).text
-    assert "gitsync_owned_files 3.0" in metrics
+    assert 'gitsync_owned_files{target="default"} 3.0' in metrics
 
 
 @pytest.mark.parametrize("service", ["redis"], indirect=True)

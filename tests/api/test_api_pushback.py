@@ -233,8 +233,8 @@ def test_a_change_waits_in_the_outbox_while_the_remote_is_down_and_is_pushed_whe
     cycle(agent)
     shown = status(agent)
     assert shown["outbox_length"] == 1 and "flush" in shown["failing_steps"]
-    assert "gitsync_outbox_length 1.0" in metrics(agent)
-    assert 'gitsync_step_failing{step="flush"} 1.0' in metrics(agent)
+    assert 'gitsync_outbox_length{target="default"} 1.0' in metrics(agent)
+    assert 'gitsync_step_failing{step="flush",target="default"} 1.0' in metrics(agent)
     away.rename(remote.bare)
     wait_until(lambda: new_commits(remote, before), TIMEOUT, "the kept change to be pushed (push retry)")
     assert 'args = ["while git is down"]' in remote.show("jobs/hello.kit")
@@ -289,7 +289,7 @@ def test_a_poll_that_fails_is_reported_in_one_cycle_and_the_change_is_pushed_onc
     cycle(agent)
     shown = status(agent)
     assert "capture" in shown["failing_steps"] and "jobs service" in shown["failing_steps"]["capture"]
-    assert 'gitsync_step_failing{step="capture"} 1.0' in metrics(agent)
+    assert 'gitsync_step_failing{step="capture",target="default"} 1.0' in metrics(agent)
     assert httpx.get(f"http://127.0.0.1:{agent.server_port}/syncz", trust_env=False).status_code == 503
     service.start()
     cycle(agent)

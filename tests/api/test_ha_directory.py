@@ -1,0 +1,145 @@
+"""HA for a job directory on a shared volume: two real `gitsync run` replicas share the job directory and the
+state directory, one lease in a real redis-server. The follower opens nothing and says "standby"; the leader
+is killed with SIGKILL, the follower takes over within 2 × TTL, carries on from the same state (nothing
+written again), applies the new commit, and a save made in the directory reaches git exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from gitsync.config import load_settings
+from gitsync.replica import Replica as InProcessReplica
+from gitsync.testing.repos import RemoteRepo, git
+from gitsync.testing.waiting import stop_process, wait_until
+
+from .conftest import free_port
+
+TTL = 3.0
+LEASE = "test:directory-failover"
+HELLO = '[job.hello]\njob_type = "base"\ncommand = "/bin/echo"\nargs = ["hi"]\n'
+RENDER = '[job.render]\njob_type = "base"\ncommand = "kit"\n'
+
+
+class Replica:
+    def __init__(self, root: Path, shared: Path, remote: RemoteRepo, ha_url: str, *, state: Path | None = None) -> None:
+        root.mkdir(parents=True)
+        self.port = free_port()
+        config = root / "gitsync.toml"
+        config.write_text(
+            f'[repo]\nurl = "{remote.url}"\npath = "jobs"\n'
+            f'[target]\ndirectory = "{shared / "jobs"}"\n'
+            f'[state]\ndir = "{state or shared / "state"}"\n[sync]\ninterval = 3600\n'
+            f'[push]\nmode = "direct"\ndebounce = 0.5\n'
+            f'[ha]\nredis_url = "{ha_url}"\nlease_ttl = {TTL}\nkey = "{LEASE}"\n'
+            f'[server]\nlisten = "127.0.0.1:{self.port}"\n', encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GITSYNC_")}
+        self.log = root / "gitsync.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "gitsync", "run", "--config", str(config)],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def status(self) -> dict[str, Any] | None:
+        assert self.process.poll() is None, self.log.read_text()
+        try:
+            data: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/status", timeout=5,
+                                             trust_env=False).json()
+            return data
+        except (httpx.TransportError, ValueError):
+            return None
+
+    def role(self) -> object:
+        status = self.status()
+        return status and status["ha"]["role"]
+
+    def stop(self) -> None:
+        stop_process(self.process, grace=30)
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    made: list[Replica] = []
+    yield made
+    for replica in made:
+        replica.stop()
+
+
+def test_a_follower_takes_over_a_killed_leader_of_a_shared_directory_from_the_same_state(
+        tmp_path: Path, remote: RemoteRepo, redis_server: str, replicas: list[Replica]) -> None:
+    remote.commit({"jobs/hello.kit": HELLO, "jobs/render.kit": RENDER}, "two definitions")
+    shared = tmp_path / "shared-volume"
+    (shared / "jobs").mkdir(parents=True)
+    ha_url = f"{redis_server}/2"
+    redis.Redis.from_url(ha_url).flushdb()
+    a = Replica(tmp_path / "a", shared, remote, ha_url)
+    replicas.append(a)
+    wait_until(lambda: a.role() == "leader" and (a.status() or {}).get("applied_commit") == remote.head(), 60,
+               "replica a to lead and sync")
+    b = Replica(tmp_path / "b", shared, remote, ha_url)
+    replicas.append(b)
+    wait_until(lambda: b.role() == "follower", 60, "replica b to stand by")
+    standby = b.status() or {}
+    assert standby["role"] == "standby" and standby["applied_commit"] is None  # it opened no state
+    render_written = (shared / "jobs" / "render.kit").stat().st_mtime_ns
+
+    remote.commit({"jobs/hello.kit": HELLO.replace('"hi"', '"after failover"')}, "change hello")
+    (shared / "jobs" / "render.kit").write_text(RENDER.replace('"kit"', '"saved on the farm"'))  # a jobs/save
+    a.process.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    a.process.wait()
+    lease = redis.Redis.from_url(ha_url)
+    mine = b"%s:%d:" % (os.uname().nodename.encode(), b.process.pid)
+    wait_until(lambda: (lease.get(LEASE) or b"").startswith(mine), 4 * TTL, "replica b to take the lease")
+    took_over = time.monotonic() - killed
+    lease.close()
+    assert took_over < 2 * TTL, f"takeover took {took_over:.1f} s with a {TTL} s lease"
+
+    wait_until(lambda: '"after failover"' in (shared / "jobs" / "hello.kit").read_text(), 60,
+               "the new leader to apply the commit pushed while the old one was dead")
+    wait_until(lambda: "saved on the farm" in remote.show("jobs/render.kit"), 60, "the save to reach git")
+    status = b.status() or {}
+    assert status["ha"]["role"] == "leader" and status["last_result"] in ("synced", "noop")
+    assert status["owned_files"] == 2 and status["outbox_length"] == 0, "it carried on from the shared state"
+    remote.pull()
+    saves = git("log", "--format=%H", "-S", "saved on the farm", "--", "jobs/render.kit", cwd=remote.work)
+    assert len(saves.splitlines()) == 1, "the save reached git exactly once"
+    assert (shared / "jobs" / "render.kit").stat().st_mtime_ns != render_written  # the save, not a rewrite
+    assert "adopted" not in b.log.read_text(), "it did not rebuild a state of its own"
+
+
+def test_a_replica_with_its_own_state_directory_refuses_to_lead_and_says_to_share_it(
+        tmp_path: Path, remote: RemoteRepo, redis_url: str) -> None:
+    remote.commit({"jobs/hello.kit": HELLO}, "one definition")
+    shared = tmp_path / "shared-volume"
+    (shared / "jobs").mkdir(parents=True)
+
+    def replica(state: Path) -> InProcessReplica:
+        flags = {"repo.url": remote.url, "repo.path": "jobs", "target.directory": str(shared / "jobs"),
+                 "state.dir": str(state), "ha.redis_url": redis_url, "ha.lease_ttl": TTL, "ha.key": LEASE,
+                 "server.listen": "", "sync.interval": 3600.0, "push.mode": "off"}
+        return InProcessReplica(load_settings(None, flags, environ={})).start()
+
+    first = replica(shared / "state")
+    try:
+        wait_until(lambda: first.agent is not None and first.agent.syncs_done >= 1, 30, "the first replica to lead")
+    finally:
+        assert first.stop()
+    written = (shared / "jobs" / "hello.kit").stat().st_mtime_ns
+    second = replica(tmp_path / "local-state")
+    try:
+        wait_until(lambda: "is not the one the other replicas use" in second.error, 30, "the refusal")
+        assert second.agent is None and not second.elector.is_leader
+        assert "share state.dir" in second.error and "\n" not in second.error
+        assert (shared / "jobs" / "hello.kit").stat().st_mtime_ns == written, "it wrote nothing"
+    finally:
+        second.stop()
