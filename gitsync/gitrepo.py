@@ -369,6 +369,9 @@ class GitMirror:
     def _is_ancestor(self, older: str, newer: str) -> bool:
         if (older, newer) in self._not_ancestor:
             return False
+        settled = self._from_known_no(older, newer)
+        if settled is not None:
+            return settled
         for step in (None, *self._DEEPEN_STEPS):
             if step is not None:
                 if not self.shallow_commits():
@@ -388,6 +391,23 @@ class GitMirror:
             return False
         raise GitError(f"cannot tell whether {older[:12]} is in the history of {newer[:12]}: the remote no longer "
                        f"has the history of {newer[:12]}; will retry")
+
+    def _from_known_no(self, older: str, newer: str) -> bool | None:
+        """The answer from an earlier "no" for a head `newer` is built on (a branch rewritten while
+        sync.on_force_push = refuse, then pushed to): `older` is an ancestor of `newer` exactly when it is among
+        the commits `newer` added, if the mirror holds all of those. None: cannot tell without more history."""
+        view, cut = self._real_view()
+        for earlier in [n for o, n in self._not_ancestor if o == older]:
+            if self._exit_code(*view, "merge-base", "--is-ancestor", "--end-of-options", earlier, newer)[0]:
+                continue
+            code, out = self._exit_code(*view, "rev-list", "--end-of-options", newer, f"^{earlier}", "--",
+                                        stdout=True)
+            added = set(out.split())
+            if code == 0 and not added & cut:
+                if older not in added:
+                    self._not_ancestor.add((older, newer))
+                return older in added
+        return None
 
     def _is_ancestor_here(self, older: str, newer: str) -> bool:
         """The same question in the mirror's own (shallow) view: what rev-list, merge-tree and log see."""

@@ -152,6 +152,37 @@ def test_a_force_push_is_still_detected_on_a_shallow_mirror(sample_remote: Remot
     assert still == applied
 
 
+def test_a_refused_force_push_costs_the_whole_history_once_not_per_new_commit(
+        sample_remote: RemoteRepo, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """While sync.on_force_push = refuse holds the applied commit, people push on the rewritten branch: each new
+    head is judged from the commits it added to the one already found not to contain the applied commit."""
+    import logging
+
+    s = Syncer.from_settings(settings_for(sample_remote, tmp_path, **{"sync.on_force_push": "refuse"}))
+    try:
+        start = sample_remote.head()
+        others(sample_remote, 2)
+        assert s.sync().result == "synced"
+        applied = s.state.get("applied_commit")
+        git("reset", "--quiet", "--hard", start, cwd=sample_remote.work)
+        others(sample_remote, 4 * DEPTH, prefix="rewritten", force=True)
+        assert s.sync().result == "error"  # the whole history fetched once, to be sure
+        prune_now(s)
+        with caplog.at_level(logging.INFO, logger="gitsync.git"):
+            for i in range(2):
+                sample_remote.commit({"jobs/later.kit": kit("later", args=(str(i),))})
+                result = s.sync()
+                assert result.result == "error" and "force-push" in result.message
+                prune_now(s)  # what fell below the boundary is gone again
+        git("merge", "--quiet", "--no-edit", applied, cwd=sample_remote.work)  # the old history merged back
+        sample_remote.push()
+        merged = s.sync()
+    finally:
+        s.close()
+    assert not [r for r in caplog.records if "deepening" in r.getMessage()]
+    assert merged.result == "synced", merged.message  # the applied commit is in the branch's history again
+
+
 def site_run(capsys: pytest.CaptureFixture[str], remote: RemoteRepo, root: Path, *argv: str) -> Ran:
     return gitsync(capsys, argv[0], "--repo", remote.url, "--path", "jobs", "--target", str(root / "defs"),
                    "--state-dir", str(root / "state"), *argv[1:])
