@@ -112,8 +112,10 @@ class Replica:
                     self._lead()
                 elif not self.elector.is_leader and self.agent is not None:
                     self._follow()
-            except Exception:  # the replica must keep serving whatever happens; a bug is logged once per event
+            except Exception as exc:  # the replica must keep serving whatever happens
                 log.exception("HA replica: switching roles failed (a bug in gitsync); standing by")
+                if self.agent is None and self.elector.is_leader:  # let another replica lead meanwhile
+                    self._cannot_lead(f"{type(exc).__name__}: {exc} (a bug in gitsync)")
 
     def _lead(self) -> None:
         """Won the lease: open the shared state (taking its lock), check it is the shared one, and run."""
@@ -122,8 +124,9 @@ class Replica:
         self._stop_standby()
         try:
             agent = build_agent(self.settings, self.metrics, elector=self.elector)
-        except GitsyncError as exc:
-            return self._cannot_lead(f"cannot open the state directory to lead: {exc}")
+        except (GitsyncError, OSError) as exc:  # the state in use by a paused leader, a volume not mounted
+            why = f"{exc.strerror} ({exc.filename})" if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return self._cannot_lead(f"cannot open the state directory to lead: {why}")
         try:
             self._check_shared(agent)
         except GitsyncError as exc:

@@ -143,3 +143,27 @@ def test_a_replica_with_its_own_state_directory_refuses_to_lead_and_says_to_shar
         assert (shared / "jobs" / "hello.kit").stat().st_mtime_ns == written, "it wrote nothing"
     finally:
         second.stop()
+
+
+def test_a_replica_that_wins_the_lease_while_the_old_leader_still_holds_the_state_hands_it_on_then_leads(
+        tmp_path: Path, remote: RemoteRepo, redis_url: str) -> None:
+    from gitsync.state import StateLock
+
+    remote.commit({"jobs/hello.kit": HELLO}, "one definition")
+    shared = tmp_path / "shared-volume"
+    (shared / "jobs").mkdir(parents=True)
+    held = StateLock(shared / "state")  # a leader paused past its lease still holds the state directory
+    flags = {"repo.url": remote.url, "repo.path": "jobs", "target.directory": str(shared / "jobs"),
+             "state.dir": str(shared / "state"), "ha.redis_url": redis_url, "ha.lease_ttl": 1.0, "ha.key": LEASE,
+             "server.listen": "", "sync.interval": 3600.0, "push.mode": "off"}
+    replica = InProcessReplica(load_settings(None, flags, environ={})).start()
+    try:
+        wait_until(lambda: "cannot open the state directory to lead" in replica.error, 30, "the hand-over")
+        assert "is in use by" in replica.error and replica.agent is None
+        assert not (shared / "jobs" / "hello.kit").exists()
+        held.release()  # the old leader stopped: the lease comes back to this replica, which now leads
+        wait_until(lambda: replica.agent is not None and replica.agent.syncs_done >= 1, 30, "the replica to lead")
+        assert (shared / "jobs" / "hello.kit").read_text() == HELLO and replica.error == ""
+    finally:
+        held.release()
+        replica.stop()
