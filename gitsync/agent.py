@@ -73,6 +73,7 @@ class Agent:
         self._done = threading.Condition()
         self._current_step = ""
         self.upkeep = Maintenance(settings, syncer.state, syncer.mirror)
+        self.upkeep.other_states = lambda: [u.syncer.state for u in self.units[1:]]
         self.heartbeat = Heartbeat(settings.log_heartbeat)
 
     @property

@@ -62,6 +62,9 @@ class Maintenance:
         self.mirror = mirror
         self.clock = clock
         self._next = clock() + settings.maintenance_interval
+        #: The databases of the other targets sharing this mirror (several `[[target]]` tables): their outbox
+        #: bases and held versions are kept from pruning too.
+        self.other_states: Callable[[], list[State]] = lambda: []
 
     def due(self) -> bool:
         return self.settings.maintenance_interval > 0 and self.clock() >= self._next
@@ -88,7 +91,8 @@ class Maintenance:
             work = decide(before, loose_limit=s.maintenance_loose_objects, max_packs=s.maintenance_max_packs)
             after = before
             if work != "none":  # before anything is pruned: what the outbox and held files need stays
-                self.mirror.keep(self.state.blobs_outside_tree())
+                self.mirror.keep(blob for state in (self.state, *self.other_states())
+                                 for blob in state.blobs_outside_tree())
             if work == "pack":
                 self.mirror.pack_loose(prune_grace=s.maintenance_prune_grace)
                 after = self.mirror.count_objects()

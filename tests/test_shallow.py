@@ -4,7 +4,9 @@ instead of being wrong. Real git remotes on disk, the real CLI and agent."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -274,3 +276,35 @@ def test_push_back_of_a_change_whose_base_fell_below_the_shallow_boundary(sample
     pushed = sample_remote.show(HELLO, "main")
     assert '"saved locally"' in pushed and "a small Farm job" in pushed
     assert waiting == 0
+
+
+def test_maintenance_keeps_the_outbox_bases_of_every_target_sharing_the_mirror(shallow: Syncer,
+                                                                               sample_remote: RemoteRepo,
+                                                                               tmp_path: Path) -> None:
+    """Several `[[target]]` tables share one mirror, each with its own database: a base waiting in the second
+    target's outbox is kept from pruning as well as the first's."""
+    from dataclasses import replace
+
+    from gitsync.outbox import Outbox
+    from gitsync.state import State
+
+    old = shallow.mirror.list_tree(shallow.mirror.resolve("refs/gitsync/applied"), "jobs")[HELLO].blob
+    other = State(tmp_path / "other-target")
+    Outbox(other).put("hello-world.kit", repo_path=HELLO, base_blob=old, local_blob=None, content=b"local",
+                      origin="hand edit")
+    sample_remote.commit({HELLO: hello("changed in git")})
+    others(sample_remote, 3 * DEPTH)
+    assert shallow.sync().result == "synced"  # deepens to see the applied commit in the new head's history
+    shallow.sync()  # the next fetch cuts the history back to the depth
+    upkeep = Maintenance(replace(shallow.settings, maintenance_prune_grace=0.0, maintenance_loose_objects=1,
+                                 maintenance_max_packs=0), shallow.state, shallow.mirror)
+    upkeep.other_states = lambda: [other]
+    hour_ago = time.time() - 3600  # everything fetched so far is past any grace period
+    for path in (shallow.mirror.path / "objects").rglob("*"):
+        os.utime(path, (hour_ago, hour_ago))
+    try:
+        upkeep.run()
+        kept = shallow.mirror.blob_sizes_present([old])[old]
+    finally:
+        other.close()
+    assert kept > 0
