@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,18 @@ def start_agent(tmp_path: Path) -> Iterator[StartAgent]:
                                  "push.debounce": 0.05}
         flags.update(overrides)
         agent = build_agent(load_settings(None, flags, environ={}))
+        # Every sync request with its reason, recorded before start() hands `request_sync` to the webhook, the
+        # watcher and the timer: the agent's own writes in its first sync also ask for a cycle ("local change"),
+        # so counting cycles cannot tell whether a webhook asked for one.
+        requested: list[str] = []
+        ask = agent.request_sync
+
+        def request_sync(reason: str) -> None:
+            requested.append(reason)
+            ask(reason)
+
+        agent.request_sync = request_sync  # type: ignore[method-assign]
+        agent.requested = requested  # type: ignore[attr-defined]
         running.append(agent)
         agent.start()
         return agent
@@ -120,6 +131,17 @@ def test_the_status_page_escapes_what_it_shows() -> None:
     page = render(PageInputs(report, history, [], None, 100.0))
     assert "<script>" not in page and "<img" not in page and "<b>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "jobs/&lt;i&gt;.kit:3" in page
+
+
+def test_the_status_page_shows_a_repeated_refusal_once_with_its_count() -> None:
+    from gitsync.model import HistoryRow
+    from gitsync.status_page import PageInputs, render
+
+    history = [HistoryRow(10.0, 0.5, "a" * 40, "b" * 40, "invalid", 0, 0, "commit bbbb not applied", repeats=3,
+                          last_seen=70.0)]
+    page = render(PageInputs({"last_result": "invalid"}, history, [], None, 100.0))
+    assert page.count("commit bbbb not applied") == 1
+    assert "seen 3 times, last 1970-01-01 00:01:10 UTC (30 s ago)" in page
 
 
 # == health and readiness ==========================================================================
@@ -203,11 +225,11 @@ def test_only_pushes_to_the_tracked_branch_trigger_a_sync(start_agent: StartAgen
 
     assert response.status_code == code
     assert metric_values(http, agent)[("gitsync_webhooks_total", (("result", outcome),))] == 1
+    # The answer is given only after the decision, so a sync the webhook asked for is already recorded.
+    asked = agent.requested.count("webhook")  # type: ignore[attr-defined]
+    assert asked == (1 if outcome == "sync" else 0), agent.requested  # type: ignore[attr-defined]
     if outcome == "sync":
         assert agent.wait_for_syncs(2, timeout=30)
-    else:
-        time.sleep(0)  # nothing to wait for: the answer is given only after the decision
-        assert agent._wake.empty() and agent.syncs_done == 1
 
 
 def test_a_rejected_webhook_is_logged_without_the_secret_and_counted(start_agent: StartAgent,
@@ -239,10 +261,18 @@ def test_every_declared_metric_is_updated(start_agent: StartAgent, sample_remote
     poll_until(lambda: kit_files(target) == list(SAMPLE_TARGETS), what="the first sync")
     seen: dict[str, set[float]] = {}
 
-    def scrape() -> None:
-        for (name, _labels), value in metric_values(http, agent).items():
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        values = metric_values(http, agent)
+        for (name, _labels), value in values.items():
             if not name.endswith("_created"):  # a counter's creation time says nothing about its use
                 seen.setdefault(name, set()).add(value)
+        return values
+
+    def scrape_until(condition: Callable[[dict[tuple[str, tuple[tuple[str, str], ...]], float]], bool],
+                     what: str) -> None:
+        # The status is written in the cycle's record step and the metrics only after it: polling the status
+        # and scraping once could read the metrics of the cycle before.
+        poll_until(lambda: condition(scrape()), timeout=30, what=what)
 
     scrape()
     hello = target / "hello-world.kit"
@@ -268,13 +298,14 @@ def test_every_declared_metric_is_updated(start_agent: StartAgent, sample_remote
     sample_remote.commit({"jobs/hello-world.kit": BROKEN}, "broken")
     body = b'{"ref": "refs/heads/main"}'
     http.post(url(agent, "/webhook"), content=body, headers=signed(body, {"X-GitHub-Event": "push"}))
-    poll_until(lambda: agent.status()["last_result"] == "invalid", timeout=30, what="the refusal")
+    scrape_until(lambda values: values.get(("gitsync_syncs_total", (("result", "invalid"),)), 0) >= 1,
+                 what="the refusal to be counted")
     http.post(url(agent, "/webhook"), content=body, headers={"X-GitHub-Event": "push"})
     scrape()
     os.symlink("loop.kit", target / "loop.kit")  # a step that fails: stat() gives ELOOP, even for root
     agent.request_sync("test")
-    poll_until(lambda: agent.status()["failing_steps"], timeout=30, what="a failing step")
-    scrape()
+    scrape_until(lambda values: any(v == 1 for (n, _), v in values.items() if n == "gitsync_step_failing"),
+                 what="a failing step in the metrics")
 
     declared = {m.name for m in agent.metrics.registry.collect()}
     assert len(declared) >= 14
