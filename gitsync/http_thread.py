@@ -18,8 +18,10 @@ class ServerThread:
 
         # `limit_concurrency` answers 503 beyond that many open connections, which bounds what
         # unauthenticated clients can make the server hold (each body is bounded by the app).
+        # `log_config=None`: uvicorn's own logging config (logging.config.dictConfig) closes every handler
+        # the process already has, so a log file set up before the server started went silent.
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                     lifespan="off", access_log=False,
+                                                     log_config=None, lifespan="off", access_log=False,
                                                      limit_concurrency=limit_concurrency))
         self._thread = threading.Thread(target=self._server.run, name=name, daemon=True)
         self.host = host
