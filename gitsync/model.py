@@ -57,6 +57,8 @@ class HistoryRow:
     written: int
     removed: int
     message: str
+    repeats: int = 1  # the same verdict seen again by later cycles (a commit refused every cycle is one row)
+    last_seen: float | None = None  # when it was last seen, if more than once
 
 
 @dataclass(frozen=True, slots=True)

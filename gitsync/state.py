@@ -34,10 +34,13 @@ CREATE TABLE IF NOT EXISTS tree (
 CREATE TABLE IF NOT EXISTS manifest (
     target TEXT PRIMARY KEY, repo_path TEXT NOT NULL, blob TEXT NOT NULL, names TEXT NOT NULL,
     stat TEXT NOT NULL, git_blob TEXT NOT NULL);
+-- One row per sync that changed something or failed; a verdict seen again (the same commit refused every
+-- cycle) counts up `repeats` and moves `last_seen` instead of adding a row (see State.add_history).
 CREATE TABLE IF NOT EXISTS history (
     id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, duration REAL NOT NULL,
     from_commit TEXT, to_commit TEXT, result TEXT NOT NULL, written INTEGER NOT NULL,
-    removed INTEGER NOT NULL, message TEXT NOT NULL);
+    removed INTEGER NOT NULL, message TEXT NOT NULL, repeats INTEGER NOT NULL DEFAULT 1, last_seen REAL);
+CREATE INDEX IF NOT EXISTS history_by_commit ON history (to_commit);
 -- Push-back: local changes on their way to git (see outbox.py).
 CREATE TABLE IF NOT EXISTS outbox (
     target TEXT PRIMARY KEY, seq INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
@@ -161,6 +164,7 @@ class State:
             raise ConfigError(f"{self.path} was written by another version of gitsync (schema {version}, this one "
                               f"reads {SCHEMA_VERSION}); move it away: the next sync rebuilds it and adopts the "
                               "files that already match git")
+        _add_history_repeats(self._db)
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -410,7 +414,25 @@ class State:
 
     # -- history ------------------------------------------------------------------------------------
     def add_history(self, row: HistoryRow, keep: int = 1000) -> None:
+        """Record one sync. A verdict already recorded is counted on its row instead of adding one: a commit
+        refused (invalid, or refused by a rule) once per (applied commit, refused commit, verdict), however
+        many cycles refuse it; an error identical to the newest row once per run of that error. Otherwise a
+        broken head would add a row every cycle, pushing the syncs that did something out of the history."""
+        key = (row.from_commit, row.to_commit, row.result, row.message)
         with self.transaction() as db:
+            found = None
+            if row.result in REFUSALS:
+                found = db.execute("SELECT id FROM history WHERE to_commit IS ? AND from_commit IS ? AND result = ?"
+                                   " AND message = ? ORDER BY id DESC LIMIT 1",
+                                   (row.to_commit, row.from_commit, row.result, row.message)).fetchone()
+            elif row.result == "error":
+                newest = db.execute("SELECT id, from_commit, to_commit, result, message FROM history"
+                                    " ORDER BY id DESC LIMIT 1").fetchone()
+                found = newest if newest and tuple(newest[1:]) == key else None
+            if found:
+                db.execute("UPDATE history SET repeats = repeats + 1, last_seen = ?, duration = ? WHERE id = ?",
+                           (row.started, row.duration, found[0]))
+                return
             db.execute("INSERT INTO history (started, duration, from_commit, to_commit, result, written, removed,"
                        " message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (row.started, row.duration, row.from_commit, row.to_commit, row.result, row.written,
@@ -420,8 +442,22 @@ class State:
     def history(self, limit: int = 20) -> list[HistoryRow]:
         with self._lock:
             rows = self._db.execute("SELECT started, duration, from_commit, to_commit, result, written, removed,"
-                                    " message FROM history ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+                                    " message, repeats, last_seen FROM history ORDER BY id DESC LIMIT ?",
+                                    (limit,)).fetchall()
         return [HistoryRow(*row) for row in rows]
+
+
+#: Results that are a verdict on a commit (nothing was applied): recorded once per commit and verdict.
+REFUSALS = ("invalid", "refused")
+
+
+def _add_history_repeats(db: sqlite3.Connection) -> None:
+    """A history table made before rows counted their repeats gets the two columns (older gitsync versions
+    name their columns when they write, so they still work on it)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(history)")}
+    if columns and "repeats" not in columns:
+        db.execute("ALTER TABLE history ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1")
+        db.execute("ALTER TABLE history ADD COLUMN last_seen REAL")
 
 
 def _problems(text: str) -> tuple[Problem, ...]:

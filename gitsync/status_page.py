@@ -178,11 +178,19 @@ def _history(rows: Sequence[HistoryRow], now: float) -> str:
     if not rows:
         return "<section id='history'><h2>Recent syncs</h2><p>none yet</p></section>"
     body = [f"<tr class='{'ok' if h.result in _GOOD else 'bad'}'><td>{_e(_ago(h.started, now))}</td>"
-            f"<td>{_e(h.result)}</td><td><code>{_e((h.from_commit or '')[:12])}..{_e((h.to_commit or '')[:12])}"
+            f"<td>{_e(h.result)}{_repeats(h, now)}</td>"
+            f"<td><code>{_e((h.from_commit or '')[:12])}..{_e((h.to_commit or '')[:12])}"
             f"</code></td><td>{h.written} written, {h.removed} removed</td><td>{h.duration:.2f} s</td>"
             f"<td>{_e(h.message)}</td></tr>" for h in rows]
     return (f"<section id='history'><h2>Recent syncs</h2><table><tr><th>when</th><th>result</th><th>commits</th>"
             f"<th>files</th><th>took</th><th>message</th></tr>{''.join(body)}</table></section>")
+
+
+def _repeats(h: HistoryRow, now: float) -> str:
+    """A verdict later cycles reached again (a commit refused every cycle) is one row with its count."""
+    if h.repeats <= 1:
+        return ""
+    return f" <small>(seen {h.repeats} times, last {_e(_ago(h.last_seen, now))})</small>"
 
 
 def _ago(ts: Any, now: float) -> str:

@@ -127,6 +127,31 @@ def test_history_keeps_state_history_limit_rows(sample_remote: RemoteRepo, tmp_p
     assert len(rows) == 3 and rows[0].to_commit == sample_remote.head()
 
 
+def test_a_history_kept_before_rows_counted_repeats_is_read_and_counts_from_then_on(tmp_path: Path) -> None:
+    from gitsync.model import HistoryRow
+    from gitsync.state import SCHEMA_VERSION, State
+
+    (tmp_path / "state").mkdir()
+    old = sqlite3.connect(tmp_path / "state" / "state.sqlite3")
+    old.executescript("""CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL, duration REAL NOT NULL,
+        from_commit TEXT, to_commit TEXT, result TEXT NOT NULL, written INTEGER NOT NULL,
+        removed INTEGER NOT NULL, message TEXT NOT NULL);
+        INSERT INTO history (started, duration, from_commit, to_commit, result, written, removed, message)
+        VALUES (1.0, 0.1, 'a', 'b', 'invalid', 0, 0, 'commit b not applied');""")
+    old.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    old.commit()
+    old.close()
+
+    state = State(tmp_path / "state")
+    try:
+        state.add_history(HistoryRow(2.0, 0.1, "a", "b", "invalid", 0, 0, "commit b not applied"))
+        rows = state.history()
+    finally:
+        state.close()
+    assert [(r.to_commit, r.repeats, r.last_seen) for r in rows] == [("b", 2, 2.0)]
+
+
 def test_the_validation_cache_keeps_the_applied_tree_and_drops_old_versions(sample_remote: RemoteRepo,
                                                                            tmp_path: Path) -> None:
     s = Syncer.from_settings(settings_for(sample_remote, tmp_path, **{"state.validation_cache": 3}))

@@ -719,6 +719,30 @@ def test_history_lists_each_sync_newest_first(synced: Farm) -> None:
     ]
 
 
+def test_a_refused_commit_is_one_history_row_however_many_cycles_refuse_it(synced: Farm) -> None:
+    applied = synced.remote.head()
+    bad = synced.remote.commit({"jobs/hello-world.kit": BROKEN})
+    for cycle in (1, 2, 3):
+        assert synced.sync().code == EXIT_REFUSED
+        status = synced.status()  # every cycle still says so where an operator looks
+        assert (status["last_result"], status["consecutive_failures"]) == ("invalid", cycle)
+        assert status["last_message"].startswith(f"commit {bad[:12]} not applied")
+
+    rows = json.loads(gitsync(synced.capsys, *synced.args("history", "--format", "json")).out)
+    assert [(r["result"], r["to_commit"], r.get("repeats", 1)) for r in rows] == [
+        ("invalid", bad, 3), ("synced", applied, 1)]
+    assert rows[0]["last_seen"] > rows[0]["started"]
+    assert "seen 3 times, last " in synced.history()[0]
+
+    worse = synced.remote.commit({"jobs/extra.kit": BROKEN})  # another commit: another verdict, another row
+    assert synced.sync().code == EXIT_REFUSED
+    fixed = synced.remote.commit({"jobs/hello-world.kit": kit("hello-world"), "jobs/extra.kit": kit("extra")})
+    assert synced.sync().code == 0
+    rows = json.loads(gitsync(synced.capsys, *synced.args("history", "--format", "json")).out)
+    assert [(r["result"], r["to_commit"], r.get("repeats", 1)) for r in rows] == [
+        ("synced", fixed, 1), ("invalid", worse, 1), ("invalid", bad, 3), ("synced", applied, 1)]
+
+
 def test_a_state_dir_refuses_a_different_target(synced: Farm) -> None:
     other = synced.root / "other-definitions"
     original = synced.target

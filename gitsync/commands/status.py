@@ -103,6 +103,10 @@ def run_history(args: argparse.Namespace) -> int:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started))
         span = f"{(row.from_commit or 'empty')[:12]}..{(row.to_commit or '?')[:12]}"
         column = f"{name:<12} " if settings.several_targets else ""
-        print(f"{stamp}  {column}{row.result:<8} {span:<26} +{row.written} -{row.removed}  {row.duration:.2f}s  "
+        again = ""
+        if row.repeats > 1 and row.last_seen:
+            last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.last_seen))
+            again = f"  seen {row.repeats} times, last {last}"
+        print(f"{stamp}  {column}{row.result:<8} {span:<26} +{row.written} -{row.removed}  {row.duration:.2f}s{again}  "
               f"{row.message}")
     return 0
