@@ -291,12 +291,18 @@ class PushBack:
     def _carry_all(self, entries: list[Entry], head: str) -> list[Step]:
         listing, delta = self._relevant_listing(entries, head)
         by_target = {defset.target_name(p): p for p in listing if defset.is_definition_path(p)}
+        bases = {b for b, size in self.mirror.blob_sizes_present(
+            sorted({e.base_blob for e in entries if e.base_blob})).items() if size >= 0}
         steps = []
         for entry in entries:
             repo_path = entry.repo_path or by_target.get(entry.target) or self._new_path(entry.target)
             item = listing.get(repo_path)
             head_text = self.mirror.read_blob(item.blob) if item else None
-            base = self.mirror.read_blob(entry.base_blob) if entry.base_blob else None
+            base = self.mirror.read_blob(entry.base_blob) if entry.base_blob in bases else None
+            if entry.base_blob and base is None:  # pruned before maintenance could keep it: nothing lost
+                log.warning("the git version %s of %s that the local change was made against is no longer in the "
+                            "mirror; every job git also has counts as changed on both sides, so the local "
+                            "version goes to a conflict branch", entry.base_blob[:12], entry.target)
             steps.append(Step(entry, repo_path, base, head_text, carry(entry.content, base, head_text, repo_path)))
         return self._check_against_head(steps, listing, head, delta)
 

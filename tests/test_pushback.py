@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import tomllib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -376,6 +377,54 @@ def test_true_conflict_git_wins_and_local_version_goes_to_conflict_branch(
     assert [(c["branch"], c["jobs"]) for c in conflicts] == [(branch, ["hello-world"])]
     wait_for_git_text(site, "hello-world.kit", "jobs/hello-world.kit")
     assert site.outbox_length() == 0
+
+
+def pair(alpha: str, beta: str) -> str:
+    """One file holding two definitions."""
+    return (f'[job.alpha]\njob_type = "base"\ncommand = "/bin/echo"\nargs = ["{alpha}"]\n\n'
+            f'[job.beta]\njob_type = "base"\ncommand = "/bin/echo"\nargs = ["{beta}"]\n')
+
+
+def mirror_has(site: Site, sha: str) -> bool:
+    done = subprocess.run(["git", "cat-file", "-e", sha], cwd=site.state_dir / "mirror.git", capture_output=True)
+    return done.returncode == 0
+
+
+def test_a_waiting_change_whose_base_a_force_push_and_maintenance_removed_is_still_pushed_cleanly(
+        sites: Sites, sample_remote: RemoteRepo) -> None:
+    # Maintenance with zero grace, on every cycle that fetched: whatever is unreachable goes at once.
+    site = sites.make(sample_remote, **{"maintenance.prune_grace": 0, "maintenance.interval": 1,
+                                        "maintenance.loose_objects": 1,
+                                        "maintenance.max_packs": 1, "push.max_backoff": 1})
+    sample_remote.commit({"jobs/pair.kit": pair("a0", "b0")}, "Add pair")
+    forced_away = sample_remote.commit({"jobs/pair.kit": pair("a0", "b1")}, "Change beta")
+    base = git("rev-parse", f"{forced_away}:jobs/pair.kit", cwd=sample_remote.bare)
+    site.cycle_until(lambda: site.jobs.get("beta") and site.jobs.get("beta")["args"] == ["b1"],  # type: ignore[index]
+                     "git's beta b1 in the job directory")
+    hook = sample_remote.bare / "hooks" / "pre-receive"  # the remote refuses gitsync's pushes (a protected branch)
+    hook.write_text('#!/bin/sh\nwhile read old new ref; do\n  if [ "$(git log -1 --format=%an "$new")" = gitsync ]; '
+                    "then echo 'pushes from gitsync are frozen' >&2; exit 1; fi\ndone\n", encoding="utf-8")
+    hook.chmod(0o755)
+
+    site.jobs.change("alpha", args=["local"])  # made against beta b1: only alpha changed here
+    wait_until(lambda: site.outbox_length() == 1 and site.status()["push_last_error"], what="the refused push")
+    # Someone rewrites the branch: the commit the waiting change was made against is gone from it.
+    git("reset", "--quiet", "--hard", "HEAD~1", cwd=sample_remote.work)
+    sample_remote.commit({"jobs/pair.kit": pair("a0", "b2")}, "Change beta differently", push=False)
+    sample_remote.push(force=True)
+    site.cycle_until(lambda: not mirror_has(site, forced_away), "maintenance to prune the rewritten history")
+    assert site.outbox_length() == 1
+    assert mirror_has(site, base), "the git version the waiting change was made against was pruned"
+    site.stop_agent()  # a restart meanwhile (a git process started before the prune may still see old packs)
+    site.start_agent()
+
+    hook.unlink()
+    site.cycle_until(lambda: site.outbox_length() == 0, "the waiting change to be pushed")
+
+    in_git = tomllib.loads(sample_remote.show("jobs/pair.kit"))["job"]
+    assert (in_git["alpha"]["args"], in_git["beta"]["args"]) == (["local"], ["b2"])  # merged against its base
+    assert conflict_branches(sample_remote) == []
+    site.cycle_until(lambda: not mirror_has(site, base), "the base to be let go once the change is in git")
 
 
 # -- 12. pull-request mode -----------------------------------------------------------------------
