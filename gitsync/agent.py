@@ -413,8 +413,10 @@ class Agent:
             if unit.pushback is not None:
                 entries = unit.pushback.outbox.entries()
                 m.outbox.labels(name).set(len(entries))
-                for status in ("pending", "in_pr", "blocked"):
+                for status in ("queued", "in_pr", "blocked"):
                     m.outbox_entries.labels(status, name).set(sum(e.status == status for e in entries))
+                # `queued` was `pending` until 2026-11: still exported for existing dashboards (deprecated).
+                m.outbox_entries.labels("pending", name).set(sum(e.status == "queued" for e in entries))
                 m.outbox_oldest.labels(name).set(time.time() - min(e.created for e in entries) if entries else 0)
             conflicts = state.get("conflicts", [])  # the latest 50, each with its time
             m.conflicts.labels(name).inc(sum(1 for c in conflicts if float(c.get("at", 0)) > unit.conflicts_seen))

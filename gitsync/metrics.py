@@ -33,7 +33,8 @@ class Metrics:
                                   ["step", "target"], registry=self.registry)
         self.pushes = Counter("gitsync_pushes", "Push-back attempts by result", ["result", "target"],
                               registry=self.registry)
-        self.outbox_entries = Gauge("gitsync_outbox_entries", "Outbox entries by state (pending, in_pr, blocked)",
+        self.outbox_entries = Gauge("gitsync_outbox_entries",
+                                    "Outbox entries by state (queued, in_pr, blocked; pending: old name of queued)",
                                     ["state", "target"], registry=self.registry)
         self.outbox_oldest = Gauge("gitsync_outbox_oldest_age_seconds", "Age of the oldest outbox entry (0 = empty)",
                                    ["target"], registry=self.registry)

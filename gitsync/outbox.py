@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from gitsync.state import State
 
-Status = Literal["pending", "in_pr", "blocked"]
+#: Where a waiting change is: `queued` for the next push, `in_pr` proposed in the open pull request, `blocked`
+#: (invalid) until a later save. All three are the "pending push" state of the README's glossary. (`queued`
+#: was called `pending` before 2026-11; such rows are read as `queued`.)
+Status = Literal["queued", "in_pr", "blocked"]
 
 
 
@@ -52,7 +55,7 @@ class Outbox:
     def entries(self, *statuses: Status) -> list[Entry]:
         with self.state.transaction() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM outbox ORDER BY seq").fetchall()
-        found = [Entry(*row) for row in rows]
+        found = [Entry(*row) if row[8] != "pending" else replace(Entry(*row), status="queued") for row in rows]
         return [e for e in found if not statuses or e.status in statuses]
 
     def put(self, target: str, *, repo_path: str | None, base_blob: str | None, local_blob: str | None,
@@ -64,10 +67,10 @@ class Outbox:
             if row:
                 # Any new content must be pushed again, including content whose previous version is in a PR.
                 db.execute("UPDATE outbox SET updated = ?, local_blob = ?, content = ?, origin = ?, error = '',"
-                           " status = 'pending' WHERE target = ?", (now, local_blob, content, origin, target))
+                           " status = 'queued' WHERE target = ?", (now, local_blob, content, origin, target))
                 return
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM outbox").fetchone()[0]
-            db.execute(f"INSERT INTO outbox ({_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', NULL,"
+            db.execute(f"INSERT INTO outbox ({_COLUMNS}, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', NULL,"
                        " '', ?)", (target, seq, now, repo_path, base_blob, local_blob, content, origin, now))
 
     def mark(self, targets: Iterable[str], status: Status, *, pr_number: int | None = None, error: str = "") -> None:

@@ -91,7 +91,7 @@ class PushBack:
         """Push what is pending; returns True when git changed (the caller then pulls)."""
         if self.settings.push_mode == "pull-request":
             self._follow_pull_request()
-        pending = self.outbox.entries("pending")
+        pending = self.outbox.entries("queued")
         if not pending:
             if self.state.get("push_failures", 0):
                 self.state.set(push_failures=0, push_next_attempt=0, push_last_error="")
@@ -131,7 +131,7 @@ class PushBack:
         for _ in range(MAX_REBASES):
             head = self.mirror.fetch()
             if self._recognise_landed_push(head):
-                entries = self.outbox.entries("pending")
+                entries = self.outbox.entries("queued")
                 if not entries:
                     return True
             steps = self._carry_all(entries, head)
@@ -277,12 +277,12 @@ class PushBack:
                 if s not in done:
                     self.outbox.rebase(s.entry.target, _blob(s.head), repo_path=s.repo_path)
             faults.reached("pr.settled")
-            self.outbox.mark([s.entry.target for s in steps if s not in done], "pending")
+            self.outbox.mark([s.entry.target for s in steps if s not in done], "queued")
         else:
             proposed = [e for e in ours if e.status == "in_pr"]
             self._acknowledge([(e, e.repo_path, e.base_blob) for e in proposed])
             self.outbox.remove(proposed)
-            self.outbox.mark([e.target for e in ours if e.status != "in_pr"], "pending")
+            self.outbox.mark([e.target for e in ours if e.status != "in_pr"], "queued")
         self.outbox.end_pull_request()
         what = "merged: the pull applies it" if state == "merged" else "closed unmerged: reverting to git's version"
         log.info("pull request %s was %s", url, what)

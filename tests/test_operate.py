@@ -245,13 +245,27 @@ def capture_local_change(site: Site, text: str) -> None:
 def test_outbox_retry_pushes_now_instead_of_waiting_for_the_backoff(site: Site) -> None:
     capture_local_change(site, hello("retried"))
     listed = json.loads(site.run("outbox", "--format", "json").out)
-    assert [(e["target"], e["status"]) for e in listed] == [("hello-world.kit", "pending")]
+    assert [(e["target"], e["status"]) for e in listed] == [("hello-world.kit", "queued")]
 
     ran = site.run("outbox", "retry")
 
     assert ran.code == EXIT_OK, ran.out + ran.err
     assert '"retried"' in site.remote.show(HELLO)
     assert site.status()["outbox_length"] == 0
+
+
+def test_an_outbox_entry_an_older_gitsync_stored_as_pending_is_queued_and_pushed(site: Site) -> None:
+    import sqlite3
+
+    capture_local_change(site, hello("from an older gitsync"))
+    with sqlite3.connect(site.state / "state.sqlite3") as db:  # the status `queued` was called `pending`
+        db.execute("UPDATE outbox SET status = 'pending'")
+    db.close()
+    listed = json.loads(site.run("outbox", "--format", "json").out)
+    assert [(e["target"], e["status"]) for e in listed] == [("hello-world.kit", "queued")]
+
+    assert site.run("outbox", "retry").code == EXIT_OK
+    assert '"from an older gitsync"' in site.remote.show(HELLO)
 
 
 def test_outbox_drop_keeps_the_change_on_a_conflict_branch_and_git_wins(site: Site) -> None:

@@ -65,7 +65,7 @@ def run_outbox(args: argparse.Namespace) -> int:
             print(f"dropped {len(chosen)} local change(s) ({', '.join(e.target for e in chosen)}); kept on {where}; "
                   f"{place} has git's version again")
             return EXIT_OK
-        outbox.mark([e.target for e in chosen if e.status == "blocked"], "pending")  # checked again
+        outbox.mark([e.target for e in chosen if e.status == "blocked"], "queued")  # checked again
         work.syncer.state.set(push_failures=0, push_next_attempt=0)
         pushback.flush()
         work.syncer.sync()
