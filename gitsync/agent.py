@@ -312,6 +312,8 @@ class Agent:
                     capture(syncer.target, syncer.state, pushback.outbox, self.settings.sync_max_delete_share,
                             names=local, settle=self.settings.push_debounce,
                             max_file_size=self.settings.sync_max_file_size)
+                    if unit.debouncer is not None and syncer.state.get("absent_local"):
+                        unit.debouncer.poke()  # a missing file is a deletion only if still missing next cycle
                 elif callable(getattr(pushback, "capture", None)):  # another kind's push-back brings its own
                     pushback.capture()
             if not self.settings.repo_ref:  # pinned (repo.ref): local changes wait in the outbox

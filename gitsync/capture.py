@@ -58,6 +58,10 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
     A change is captured only if it looks the same at two looks `settle` seconds apart: a cycle can
     start at any instant (timer, webhook, SIGHUP), and one sampled between Farm's delete and its write
     would otherwise commit a deletion. A file that changed between the looks is left for a later cycle.
+    A deletion needs more: the file must also have been missing at an earlier cycle (`absent_local` in the
+    state; the caller runs a follow-up cycle while it is not empty). A save stalled between Farm's delete
+    and its create for longer than `settle` (a loaded machine, a descheduled jobs service) was otherwise
+    pushed as a deletion, and every other site deleted the definition until the save came through.
     Content over `max_file_size` is never stored.
     """
     if not target.directory.is_dir():
@@ -65,13 +69,15 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         return []
     pending = {e.target: e for e in outbox.entries()}
     baseline = outbox.baseline()
+    absent_before: dict[str, float] = state.get("absent_local", {})
+    absent: dict[str, float] = {}
     if names is None or baseline is None:
         owned = state.manifest()
         seen = target.scan(owned)
         total = len(owned)
         looked: set[str] | None = None
     else:
-        looked = names | set(pending)
+        looked = names | set(pending) | set(absent_before)
         owned = state.owned(looked)
         seen = target.scan_names(looked, owned)
         total = -1  # counted only if needed
@@ -98,6 +104,10 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             reference = None
         if current == reference:
             continue
+        if current is None and name not in absent_before:  # missing for the first time: a save may be under way
+            absent[name] = time.time()
+            log.debug("%s is missing; a deletion once it is still missing at the next cycle", name)
+            continue
         try:
             content = target.read(name) if current else None
             if content is not None and len(content) > max_file_size:
@@ -122,6 +132,8 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             again = b""  # it grew past the limit meanwhile: not stable, looked at again next cycle
         if again != content:
             log.debug("%s changed while gitsync looked; captured once it is stable", name)
+            if again is None:
+                absent[name] = absent_before.get(name, time.time())
             continue
         mine = owned.get(name)
         outbox.put(name, repo_path=mine.repo_path if mine else None, base_blob=mine.base if mine else None,
@@ -130,6 +142,8 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         faults.reached("capture.put")
         captured.append(name)
     _remember_unreadable(state, unreadable)
+    if absent != absent_before:
+        state.set(absent_local=absent)
     if captured:
         log.info("captured local change(s) to %s", ", ".join(captured))
     return captured

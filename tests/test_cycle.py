@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -214,11 +215,66 @@ def test_a_cycle_never_captures_a_save_half_way(tmp_path: Path) -> None:
     def farm_writes(_: float) -> None:  # ... and its write, landing while gitsync looks again
         (target.directory / "hello-world.kit").write_bytes(saved)
 
-    assert capture(target, state, outbox, settle=0.2, sleep=farm_writes) == []
+    assert capture(target, state, outbox, settle=0.2, sleep=farm_writes) == []  # missing: only noted
+    assert capture(target, state, outbox, settle=0.2, sleep=farm_writes) == []  # still missing, then written
     assert outbox.entries() == []
     assert capture(target, state, outbox, settle=0.2, sleep=lambda _: None) == ["hello-world.kit"]
     [entry] = outbox.entries()
     assert entry.content == saved  # the save, never a deletion
+    state.close()
+
+
+def owned_file(tmp_path: Path, text: bytes) -> tuple[Any, Any, Any]:
+    """A job directory with one file gitsync wrote, its state and outbox (after the first look)."""
+    from gitsync.model import Owned
+    from gitsync.outbox import Outbox
+    from gitsync.state import State
+    from gitsync.target_dir import DirectoryTarget, blob_id
+
+    target = DirectoryTarget(tmp_path / "defs")
+    target.ensure()
+    state = State(tmp_path / "state")
+    stats = target.write_many([("hello-world.kit", text)], {"hello-world.kit": None})
+    state.record_apply(tree=None, owned={"hello-world.kit": Owned("jobs/hello-world.kit", blob_id(text), (
+        "hello-world",), stats["hello-world.kit"])}, meta={})
+    outbox = Outbox(state)
+    outbox.take_baseline({})
+    return target, state, outbox
+
+
+def test_a_save_stalled_between_farms_delete_and_create_is_never_pushed_as_a_deletion(tmp_path: Path) -> None:
+    """The burst-save failure: Farm saves a new definition by deleting its file, then creating and writing it.
+    A jobs service stalled in between (a loaded machine, its GIL shared by ten request threads) leaves the
+    file missing for longer than the settle time, so both looks of one cycle found it missing and the save in
+    progress was pushed as a deletion. Here the stall is real time with the file missing across both looks."""
+    from gitsync.capture import capture
+
+    text = b'[job.hello-world]\njob_type = "base"\ncommand = "/bin/echo"\n'
+    target, state, outbox = owned_file(tmp_path, text)
+    (target.directory / "hello-world.kit").unlink()  # Farm's delete; its create comes late
+
+    assert capture(target, state, outbox, settle=0.05) == []  # missing at both looks of this cycle
+    assert outbox.entries() == []
+    saved = text + b'args = ["saved"]\n'
+    (target.directory / "hello-world.kit").write_bytes(saved)  # Farm's create and write
+    assert capture(target, state, outbox, settle=0.05) == ["hello-world.kit"]
+    [entry] = outbox.entries()
+    assert entry.content == saved  # the save, never a deletion
+    assert state.get("absent_local") == {}
+    state.close()
+
+
+def test_a_file_that_stays_deleted_is_captured_as_a_deletion_at_the_next_cycle(tmp_path: Path) -> None:
+    from gitsync.capture import capture
+
+    target, state, outbox = owned_file(tmp_path, b'[job.hello-world]\njob_type = "base"\ncommand = "/bin/echo"\n')
+    (target.directory / "hello-world.kit").unlink()  # jobs/remove
+
+    assert capture(target, state, outbox, settle=0.05) == []
+    assert list(state.get("absent_local")) == ["hello-world.kit"]  # the agent runs a follow-up cycle for it
+    assert capture(target, state, outbox, names=set(), settle=0.05) == ["hello-world.kit"]  # no event needed
+    [entry] = outbox.entries()
+    assert (entry.content, entry.local_blob, entry.origin) == (None, None, "jobs/remove or hand delete")
     state.close()
 
 
