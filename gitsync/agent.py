@@ -111,7 +111,7 @@ class Agent:
         for unit in self.units:  # watching before the first cycle: its full scan misses nothing
             if unit.pushback is not None and isinstance(unit.syncer, Syncer):
                 unit.debouncer = Debouncer(self.settings.push_debounce, lambda: self.request_sync("local change"))
-                unit.dirty = DirtySet()
+                unit.dirty = DirtySet(root=unit.syncer.target.directory)
                 unit.watcher = DirectoryWatcher(unit.syncer.target.directory, unit.debouncer.poke, dirty=unit.dirty)
                 unit.watcher.start()
         self._worker.start()

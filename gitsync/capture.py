@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 import toml
 
 from gitsync import faults
+from gitsync.companion import is_companion_target
 from gitsync.outbox import Outbox
 from gitsync.state import State
 from gitsync.target_dir import DirectoryTarget, FileTooLarge, Seen, blob_id
@@ -62,7 +63,8 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
     state; the caller runs a follow-up cycle while it is not empty). A save stalled between Farm's delete
     and its create for longer than `settle` (a loaded machine, a descheduled jobs service) was otherwise
     pushed as a deletion, and every other site deleted the definition until the save came through.
-    Content over `max_file_size` is never stored.
+    Content over `max_file_size` is never stored. Files inside companion folders are plain bytes: any content
+    (binary, empty) is a change once stable; only the files gitsync wrote there are looked at.
     """
     if not target.directory.is_dir():
         log.warning("job directory %s does not exist; not looking for local changes", target.directory)
@@ -74,7 +76,7 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
     if names is None or baseline is None:
         owned = state.manifest()
         seen = target.scan(owned)
-        total = len(owned)
+        total = sum(1 for t in owned if not is_companion_target(t))
         looked: set[str] | None = None
     else:
         looked = names | set(pending) | set(absent_before)
@@ -84,11 +86,12 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
     baseline = _foreign_baseline(outbox, baseline, seen, owned, pending, target, looked)
     unreadable: list[str] = []
     vanished = [t for t in owned if t not in seen and t not in pending]
-    if len(vanished) > 1 and total < 0:
+    definitions = sum(1 for t in vanished if not is_companion_target(t))  # the guard counts definitions
+    if definitions > 1 and total < 0:
         total = state.owned_count()
-    if len(vanished) > 1 and len(vanished) > max_delete_share * total:
+    if definitions > 1 and definitions > max_delete_share * total:
         log.error("%d of %d managed files vanished from %s at once; not pushing that as deletions (an unmounted "
-                  "volume?). Delete them in git if it was intended", len(vanished), total, target.directory)
+                  "volume?). Delete them in git if it was intended", definitions, total, target.directory)
         owned = {t: o for t, o in owned.items() if t not in vanished}
     candidates: dict[str, bytes | None] = {}
     for name in sorted(set(owned) | set(seen) | set(pending)):
@@ -98,6 +101,8 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
             reference: str | None = entry.local_blob
         elif mine is not None:
             reference = mine.blob
+        elif is_companion_target(name):
+            continue  # inside a companion folder only the files gitsync wrote are pushed back, never new ones
         elif current is None or baseline.get(name) == current:
             continue  # nothing there, or an operator's own file as it was when gitsync first looked
         else:
@@ -117,7 +122,7 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
                 log.warning("%s", exc)  # once, not every cycle
             unreadable.append(name)
             continue
-        if content is not None and not settled(content):
+        if content is not None and not is_companion_target(name) and not settled(content):
             log.debug("%s is being written or cannot be parsed; looking again later", name)
             unreadable.append(name)
             continue
@@ -138,7 +143,8 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
         mine = owned.get(name)
         outbox.put(name, repo_path=mine.repo_path if mine else None, base_blob=mine.base if mine else None,
                    local_blob=blob_id(content) if content is not None else None, content=content,
-                   origin=origin_of(content))
+                   origin=ORIGIN_DELETE if content is None else ORIGIN_EDIT if is_companion_target(name)
+                   else origin_of(content))
         faults.reached("capture.put")
         captured.append(name)
     _remember_unreadable(state, unreadable)

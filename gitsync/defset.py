@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from gitsync import kitname
+from gitsync import companion, kitname
 from gitsync.kit import KitReport
 from gitsync.kitname import KIT_SUFFIX as KIT_SUFFIX  # re-exported: one rule, in kitname
 from gitsync.kitname import is_definition_path as is_definition_path
@@ -26,6 +26,7 @@ class Checked:
     repo_path: str
     names: tuple[str, ...]
     problems: tuple[Problem, ...]
+    folders: companion.Folders = ()  # ${job} companion folders, with the line naming them
 
 
 class TreeLike(Protocol):
@@ -82,7 +83,7 @@ def is_symlink_record(record: Checked | TreeLike) -> bool:
 
 
 def from_report(repo_path: str, report: KitReport) -> Checked:
-    return Checked(repo_path, report.names, tuple(p.at(repo_path) for p in report.problems))
+    return Checked(repo_path, report.names, tuple(p.at(repo_path) for p in report.problems), report.folders)
 
 
 def check_set(files: Iterable[Checked], changed: set[str] | None = None) -> dict[str, list[Problem]]:
@@ -109,7 +110,32 @@ def check_set(files: Iterable[Checked], changed: set[str] | None = None) -> dict
             where = "also in this file" if other == path else f"also defined in {other}"
             result[path].append(Problem(path, 1, 1, "error", f"job name {name!r} is {where}; Farm would keep only one",
                                         "rename or remove one of the definitions"))
+    _companion_clashes(files, by_target, changed, result)
     return result
+
+
+def _companion_clashes(files: list[Checked], by_target: Mapping[str, list[str]], changed: set[str] | None,
+                       result: dict[str, list[Problem]]) -> None:
+    """Companion folders land beside the flattened files: two folders of one name from different repo folders,
+    or a folder named like a definition file, would land on one path in the job directory."""
+    lines = {(f.repo_path, folder): line for f in files for folder, line in f.folders}
+    for folder, roots in companion.roots_by_folder((f.repo_path, f.folders) for f in files).items():
+        referrers = sorted(p for paths in roots.values() for p in paths)
+        if len(roots) > 1:
+            for path, other in _clashes(referrers, changed):
+                other = next(o for o in referrers if companion.root(o, folder) != companion.root(path, folder))
+                result[path].append(Problem(
+                    path, lines[(path, folder)], 1, "error",
+                    f"companion folder {companion.root(path, folder)}/ (named by {path}) and "
+                    f"{companion.root(other, folder)}/ (named by {other}) both land as {folder}/ in the job directory",
+                    "give one of the folders another name (and its ${job}/ entry)"))
+        for definition in by_target.get(folder, ()):
+            for path, _ in _clashes(sorted({*referrers, definition}), changed):
+                namer = path if path != definition else referrers[0]
+                result[path].append(Problem(
+                    path, lines.get((path, folder), 1), 1, "error",
+                    f"companion folder {companion.root(namer, folder)}/ (named by {namer}) lands as {folder}/ where "
+                    f"{definition} lands as {folder} in the job directory", "rename the folder or the file"))
 
 
 def _clashes(paths: list[str], changed: set[str] | None) -> list[tuple[str, str]]:

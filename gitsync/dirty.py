@@ -18,7 +18,11 @@ RESYNC_SECONDS = 600.0
 
 
 class DirtySet:
-    def __init__(self, resync_after: float = RESYNC_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, resync_after: float = RESYNC_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 root: str | os.PathLike[str] | None = None) -> None:
+        #: The job directory: a path under it is kept relative (``exts/x/y.py`` inside a companion folder);
+        #: without it, or for a path outside it, the base name.
+        self.root = os.fspath(root) if root is not None else None
         self.resync_after = resync_after
         self.clock = clock
         self._lock = threading.Lock()
@@ -28,7 +32,14 @@ class DirtySet:
 
     def add(self, paths: Iterable[str]) -> None:
         with self._lock:
-            self._names.update(os.path.basename(p) for p in paths if p)
+            self._names.update(self._name(p) for p in paths if p)
+
+    def _name(self, path: str) -> str:
+        if self.root is not None and os.path.isabs(path):
+            relative = os.path.relpath(path, self.root)
+            if not relative.startswith(".."):
+                return relative.replace(os.sep, "/")
+        return os.path.basename(path)
 
     def everything(self) -> None:
         """Events were or may have been lost: the next cycle looks at every file."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import toml
 
-from gitsync import farm, kitname
+from gitsync import companion, farm, kitname
 from gitsync.problems import Problem
 
 #: The TOML 1.0 parser: the standard library's, or the same code compiled (`use_compiled_parser`).
@@ -44,6 +44,8 @@ class KitReport:
 
     names: tuple[str, ...]
     problems: tuple[Problem, ...]
+    #: ``${job}`` companion folders the file names, with the line of its ``"++"`` key (companion.py).
+    folders: companion.Folders = ()
 
     @property
     def ok(self) -> bool:
@@ -187,6 +189,12 @@ def _check_document(doc: dict[str, Any], at: _Locator, *, strict: bool) -> KitRe
     """Farm's ``DirectoryJobStore._load_configuration`` step by step: what aborts its rescan, what it skips,
     what it ignores; then gitsync's stricter rules, each saying so."""
     problems: list[Problem] = []
+    folders, unsupported = companion.referenced(doc)
+    line = at.key_path(farm.EXTENSION_FOLDERS_KEY) if folders or unsupported else 1
+    for entry, why in unsupported:
+        problems.append(at.problem(line, "warning", f"extension folder {entry!r} is not synced: {why}",
+                                   'name a folder beside the file, as "${job}/exts"'))
+    found = tuple((folder, line) for folder in folders)
     for keys, reason, aborts in farm.extension_folder_problems(doc):
         problems.append(at.problem(lambda keys=keys: at.key_path(keys), "error",  # type: ignore[misc]
                                    reason + ("; Farm's rescan of the whole job directory aborts on it" if aborts
@@ -196,13 +204,13 @@ def _check_document(doc: dict[str, Any], at: _Locator, *, strict: bool) -> KitRe
     if "job" not in doc:
         problems.append(at.problem(1, "warning", "file defines no [job.<name>] table; Farm ignores it",
                                    "add a [job.<name>] table or move the file out of the definitions path"))
-        return KitReport((), tuple(problems))
+        return KitReport((), tuple(problems), found)
     jobs = doc["job"]
     if not isinstance(jobs, dict):
         problems.append(at.problem(lambda: at.key_path(("job",)), "error",
                                    f"'job' is {farm.kind(jobs)}, not a table; Farm's rescan of the whole job "
                                    "directory aborts on it", "define jobs as [job.<name>] tables"))
-        return KitReport((), tuple(problems))
+        return KitReport((), tuple(problems), found)
     if not jobs:
         problems.append(at.problem(lambda: at.key_path(("job",)), "warning",
                                    "the [job] table is empty; Farm logs a warning and loads nothing from this file",
@@ -211,7 +219,7 @@ def _check_document(doc: dict[str, Any], at: _Locator, *, strict: bool) -> KitRe
     for key, definition in jobs.items():
         names.append(key)
         problems += _check_definition(key, definition, at, strict=strict)
-    return KitReport(tuple(names), tuple(problems))
+    return KitReport(tuple(names), tuple(problems), found)
 
 
 def _check_definition(key: str, definition: Any, at: _Locator, *, strict: bool) -> list[Problem]:

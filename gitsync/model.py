@@ -24,6 +24,8 @@ class TreeRecord:
     blob: str
     names: tuple[str, ...]
     problems: tuple[Problem, ...]
+    #: ``${job}`` companion folders the file names, with the line of its ``"++"`` key (companion.py).
+    folders: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,11 +133,12 @@ def mass_delete_refusal(plan: Plan, owned_count: int, max_share: float, allowed:
     A commit that empties the definitions path is far more often a bad merge or a wrong
     `repo.path` than an intent; it would take every job away from the Farm at once.
     """
-    deletes = len(plan.of("delete"))
+    mine = [a for a in plan.actions if "/" not in a.target]  # definitions; companion files (a/b) do not count
+    deletes = sum(a.kind == "delete" for a in mine)
     if allowed or deletes == 0 or owned_count == 0:
         return None
-    remaining = owned_count - deletes - len(plan.of("forget"))
-    if remaining <= 0 and not plan.of("write", "adopt"):
+    remaining = owned_count - deletes - sum(a.kind == "forget" for a in mine)
+    if remaining <= 0 and not any(a.kind in ("write", "adopt") for a in mine):
         return (f"this commit would remove every definition ({deletes} files); refusing. "
                 "If that is intended, run with --allow-mass-delete")
     if deletes / owned_count > max_share:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gitsync import defset, faults
+from gitsync.companion import is_companion_target
 from gitsync.config import Settings
 from gitsync.errors import ConfigError, ForgeError, GitError
 from gitsync.gitrepo import GitMirror, Identity, PushRejected, TreeEntry
@@ -348,7 +349,7 @@ class PushBack:
         the changes are looked at."""
         carried = {s.repo_path for s in steps if s.ok and s.carried.touches(s.head)}
         texts = {s.repo_path: tuple(jobs_of(s.carried.text)) for s in steps
-                 if s.repo_path in carried and s.carried.text is not None}
+                 if s.repo_path in carried and s.carried.text is not None and not is_companion_target(s.entry.target)}
         if delta is not None:  # the head's files that share a name with the changes, through the index
             names = {n for found in texts.values() for n in found}
             targets = {defset.target_name(p) for p in carried}
@@ -442,8 +443,8 @@ class PushBack:
             if entry.local_blob is None or repo_path is None:
                 owned[entry.target] = None
             else:
-                owned[entry.target] = Owned(repo_path, entry.local_blob, tuple(jobs_of(entry.content)), "",
-                                            git_blob or "")
+                names = () if is_companion_target(entry.target) else tuple(jobs_of(entry.content))
+                owned[entry.target] = Owned(repo_path, entry.local_blob, names, "", git_blob or "")
         self.state.record_apply(tree=None, owned=owned, meta={})
 
     # -- words ---------------------------------------------------------------------------------------
@@ -457,7 +458,9 @@ class PushBack:
         lines = []
         for s in steps:
             for job in s.carried.changed:
-                verb = "removed" if job not in jobs_of(s.carried.text) else "saved"
+                gone = s.carried.text is None if is_companion_target(s.entry.target) \
+                    else job not in jobs_of(s.carried.text)
+                verb = "removed" if gone else "saved"
                 lines.append(f"- {job}: {verb} in {s.repo_path} ({s.entry.origin})")
         return "\n".join(lines)
 

@@ -16,6 +16,7 @@ import toml
 
 from gitsync import kitedit
 from gitsync.kit import check_kit
+from gitsync.kitname import KIT_SUFFIX
 from gitsync.problems import Problem
 
 Jobs = dict[str, dict[str, Any]]
@@ -30,6 +31,19 @@ class Carried:
 
     def touches(self, head: bytes | None) -> bool:
         return self.text != head
+
+
+def carry_bytes(local: bytes | None, base: bytes | None, head: bytes | None, repo_path: str, *,
+                prefer_local: bool = False) -> Carried:
+    """A companion file is plain bytes (text or binary): the local version replaces git's when git did not change
+    the file since `base`; when git changed it too, git's stays and the local one is a conflict. Its "job" in
+    messages and conflict branch names is its repo path."""
+    label = (repo_path,)
+    if local in (base, head):
+        return Carried(head, (), (), ())  # not changed locally, or git already has it
+    if head != base:
+        return Carried(local if prefer_local else head, label if prefer_local else (), label, ())
+    return Carried(local, label, (), ())
 
 
 def jobs_of(content: bytes | None) -> Jobs:
@@ -49,7 +63,9 @@ def _same(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str) -> bool:
 def carry(local: bytes | None, base: bytes | None, head: bytes | None, repo_path: str, *,
           prefer_local: bool = False) -> Carried:
     """Put the local changes (relative to base) onto head; `prefer_local` takes the local side of conflicts
-    too (used to build the conflict branch)."""
+    too (used to build the conflict branch). A file inside a companion folder (never a .kit) is carried whole."""
+    if not repo_path.endswith(KIT_SUFFIX):
+        return carry_bytes(local, base, head, repo_path, prefer_local=prefer_local)
     local_jobs, base_jobs, head_jobs = jobs_of(local), jobs_of(base), jobs_of(head)
     text: str | None = head.decode("utf-8") if head is not None else None
     changed: list[str] = []

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gitsync.companion import root as companion_root
 from gitsync.errors import ConfigError, StateError
 from gitsync.model import HistoryRow, JournalRow, Owned, TreeRecord
 from gitsync.problems import Problem, from_dict
@@ -25,11 +26,15 @@ from gitsync.problems import Problem, from_dict
 if TYPE_CHECKING:
     from gitsync.target_dir import Seen
 
+#: A cached check_kit result: job names, problems (without a path), companion folders with their line.
+Validation = tuple[tuple[str, ...], tuple[Problem, ...], tuple[tuple[str, int], ...]]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- The definition files of the applied commit, with their cached validation (by blob id).
 CREATE TABLE IF NOT EXISTS tree (
-    repo_path TEXT PRIMARY KEY, blob TEXT NOT NULL, names TEXT NOT NULL, problems TEXT NOT NULL);
+    repo_path TEXT PRIMARY KEY, blob TEXT NOT NULL, names TEXT NOT NULL, problems TEXT NOT NULL,
+    folders TEXT NOT NULL DEFAULT '[]');
 -- Files in the target that gitsync wrote or adopted, with the blob id of what it wrote.
 CREATE TABLE IF NOT EXISTS manifest (
     target TEXT PRIMARY KEY, repo_path TEXT NOT NULL, blob TEXT NOT NULL, names TEXT NOT NULL,
@@ -70,7 +75,16 @@ CREATE TABLE IF NOT EXISTS tree_problems (repo_path TEXT PRIMARY KEY, problems T
 -- refused commits, renames and switching rules back and forth.
 CREATE TABLE IF NOT EXISTS validation (
     blob TEXT NOT NULL, rules TEXT NOT NULL, names TEXT NOT NULL, problems TEXT NOT NULL,
-    PRIMARY KEY (blob, rules)) WITHOUT ROWID;
+    folders TEXT NOT NULL DEFAULT '[]', PRIMARY KEY (blob, rules)) WITHOUT ROWID;
+-- ${job} companion folders (companion.py): folder = the target folder name, root = the folder's path in git,
+-- repo_path = the definition naming it. Kept by record_apply with `tree`.
+-- Only the manifest rows of companion files (targets holding a '/'), so counting definitions reads none of theirs.
+CREATE INDEX IF NOT EXISTS manifest_companions ON manifest (target) WHERE instr(target, '/') > 0;
+CREATE TABLE IF NOT EXISTS tree_folders (
+    folder TEXT NOT NULL, root TEXT NOT NULL, repo_path TEXT NOT NULL, line INTEGER NOT NULL,
+    PRIMARY KEY (folder, repo_path)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tree_folders_by_root ON tree_folders (root);
+CREATE INDEX IF NOT EXISTS tree_folders_by_path ON tree_folders (repo_path);
 -- .kit files in the target gitsync does not own, remembered by stat so they are parsed again only on change.
 CREATE TABLE IF NOT EXISTS foreign_files (
     target TEXT PRIMARY KEY, stat TEXT NOT NULL, blob TEXT NOT NULL, names TEXT NOT NULL);
@@ -165,8 +179,17 @@ class State:
                               f"reads {SCHEMA_VERSION}); move it away: the next sync rebuilds it and adopts the "
                               "files that already match git")
         _add_history_repeats(self._db)
+        self._add_folders_columns()
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _add_folders_columns(self) -> None:
+        """A database from before companion folders: add the `folders` columns (the rules key changed with them,
+        so every file is checked again at the next sync and the columns filled)."""
+        for table in ("tree", "validation"):
+            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if columns and "folders" not in columns:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN folders TEXT NOT NULL DEFAULT '[]'")
 
     def close(self) -> None:
         with self._lock:
@@ -259,8 +282,8 @@ class State:
     # -- tree and manifest --------------------------------------------------------------------------
     def tree(self) -> dict[str, TreeRecord]:
         with self._lock:
-            rows = self._db.execute("SELECT repo_path, blob, names, problems FROM tree").fetchall()
-        return {path: _tree_record(blob, names, probs) for path, blob, names, probs in rows}
+            rows = self._db.execute("SELECT repo_path, blob, names, problems, folders FROM tree").fetchall()
+        return {path: _tree_record(blob, names, probs, folders) for path, blob, names, probs, folders in rows}
 
     def manifest(self) -> dict[str, Owned]:
         with self._lock:
@@ -270,8 +293,9 @@ class State:
 
     def tree_rows(self, paths: Iterable[str]) -> dict[str, TreeRecord]:
         """The stored tree rows of some repo paths (missing ones are left out)."""
-        rows = self._select_in("SELECT repo_path, blob, names, problems FROM tree WHERE repo_path IN ({})", paths)
-        return {path: _tree_record(blob, names, probs) for path, blob, names, probs in rows}
+        rows = self._select_in("SELECT repo_path, blob, names, problems, folders FROM tree WHERE repo_path IN ({})",
+                               paths)
+        return {path: _tree_record(blob, names, probs, folders) for path, blob, names, probs, folders in rows}
 
     def owned(self, targets: Iterable[str]) -> dict[str, Owned]:
         """The manifest rows of some targets, for a plan over only the targets a change affects."""
@@ -310,6 +334,27 @@ class State:
             found.setdefault(target, []).append(path)
         return found
 
+    def paths_referencing(self, folders: Iterable[str]) -> dict[str, list[str]]:
+        """Companion folder name -> the stored definition files naming it through ``${job}``."""
+        found: dict[str, list[str]] = {}
+        for folder, path in self._select_in("SELECT folder, repo_path FROM tree_folders WHERE folder IN ({})", folders):
+            found.setdefault(folder, []).append(path)
+        return found
+
+    def folders_rooted(self, roots: Iterable[str]) -> dict[str, str]:
+        """Companion root (a folder's path in git) -> its target folder name, for the stored roots given."""
+        return {root: folder for root, folder in
+                self._select_in("SELECT root, folder FROM tree_folders WHERE root IN ({})", roots)}
+
+    def owned_under(self, folder: str) -> dict[str, Owned]:
+        """The manifest rows of the files gitsync owns inside one companion folder of the target (a range over
+        the primary key: only that folder's rows are read)."""
+        with self._lock:
+            rows = self._db.execute("SELECT target, repo_path, blob, names, stat, git_blob FROM manifest "
+                                    "WHERE target >= ? AND target < ?", (folder + "/", folder + "0")).fetchall()
+        return {target: Owned(path, blob, tuple(json.loads(names)), stat, git_blob)
+                for target, path, blob, names, stat, git_blob in rows}
+
     def open_problems(self) -> dict[str, tuple[Problem, ...]]:
         """Every problem of the applied tree, by repo path: rows exist only for files that have one."""
         with self._lock:
@@ -320,20 +365,21 @@ class State:
         with self._lock:
             return self._db.execute("SELECT 1 FROM tree LIMIT 1").fetchone() is not None
 
-    def validations(self, blobs: Iterable[str], rules: str) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
-        """Cached check_kit results: blob -> (job names, problems with an empty path)."""
-        rows = self._select_in("SELECT blob, names, problems FROM validation WHERE rules = ? AND blob IN ({})",
+    def validations(self, blobs: Iterable[str], rules: str) -> dict[str, Validation]:
+        """Cached check_kit results: blob -> (job names, problems with an empty path, companion folders)."""
+        rows = self._select_in("SELECT blob, names, problems, folders FROM validation WHERE rules = ? AND blob IN ({})",
                                blobs, rules)
-        return {blob: (tuple(json.loads(names)), _problems(probs)) for blob, names, probs in rows}
+        return {blob: (tuple(json.loads(names)), _problems(probs), _folders(folders))
+                for blob, names, probs, folders in rows}
 
-    def remember_validations(self, rules: str, found: Mapping[str, tuple[tuple[str, ...], tuple[Problem, ...]]]) \
-            -> None:
+    def remember_validations(self, rules: str, found: Mapping[str, Validation]) -> None:
         if not found:
             return
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO validation VALUES (?, ?, ?, ?)", (
-                (blob, rules, json.dumps(names), json.dumps([p.__dict__ for p in problems]))
-                for blob, (names, problems) in found.items()))
+            db.executemany("INSERT OR REPLACE INTO validation (blob, rules, names, problems, folders) "
+                           "VALUES (?, ?, ?, ?, ?)", (
+                               (blob, rules, json.dumps(names), json.dumps([p.__dict__ for p in problems]),
+                                json.dumps(folders)) for blob, (names, problems, folders) in found.items()))
 
     def foreign_files(self) -> dict[str, tuple[str, str, tuple[str, ...]]]:
         """Remembered foreign files: target -> (stat key, blob id, job names)."""
@@ -360,9 +406,20 @@ class State:
                 rows += self._db.execute(sql.format(", ".join("?" * len(chunk))), (*params, *chunk)).fetchall()
         return rows
 
-    def owned_count(self) -> int:
+    def has_companions(self) -> bool:
+        """Whether gitsync owns any file inside a companion folder (through the partial index: no row read
+        when it owns none)."""
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM manifest").fetchone()[0])
+            return self._db.execute("SELECT 1 FROM manifest WHERE instr(target, '/') > 0 LIMIT 1").fetchone() \
+                is not None
+
+    def owned_count(self) -> int:
+        """Definition files gitsync owns (files inside companion folders, whose targets hold a '/', are not
+        counted: the mass-delete guard and the metric are about definitions)."""
+        with self._lock:
+            total = self._db.execute("SELECT COUNT(*) FROM manifest").fetchone()[0]
+            inside = self._db.execute("SELECT COUNT(*) FROM manifest WHERE instr(target, '/') > 0").fetchone()[0]
+            return int(total - inside)
 
     # -- the apply journal ---------------------------------------------------------------------------
     def begin_apply(self, commit: str, rows: Iterable[JournalRow]) -> None:
@@ -391,9 +448,15 @@ class State:
                 _set_meta(db, {"apply_in_progress": None})
             if tree:
                 db.executemany("DELETE FROM tree WHERE repo_path = ?", ((p,) for p, r in tree.items() if r is None))
-                db.executemany("INSERT OR REPLACE INTO tree VALUES (?, ?, ?, ?)", (
-                    (path, rec.blob, json.dumps(rec.names), json.dumps([p.__dict__ for p in rec.problems]))
-                    for path, rec in tree.items() if rec is not None))
+                db.executemany("INSERT OR REPLACE INTO tree (repo_path, blob, names, problems, folders) "
+                               "VALUES (?, ?, ?, ?, ?)", (
+                                   (path, rec.blob, json.dumps(rec.names),
+                                    json.dumps([p.__dict__ for p in rec.problems]), json.dumps(rec.folders))
+                                   for path, rec in tree.items() if rec is not None))
+                db.executemany("DELETE FROM tree_folders WHERE repo_path = ?", ((p,) for p in tree))
+                db.executemany("INSERT OR IGNORE INTO tree_folders VALUES (?, ?, ?, ?)", (
+                    (folder, companion_root(path, folder), path, line)
+                    for path, rec in tree.items() if rec is not None for folder, line in rec.folders))
                 db.executemany("DELETE FROM tree_names WHERE repo_path = ?", ((p,) for p in tree))
                 db.executemany("INSERT OR IGNORE INTO tree_names VALUES (?, ?)", (
                     (name, path) for path, rec in tree.items() if rec is not None for name in rec.names))
@@ -464,8 +527,12 @@ def _problems(text: str) -> tuple[Problem, ...]:
     return tuple(from_dict(p) for p in json.loads(text)) if text != "[]" else ()
 
 
-def _tree_record(blob: str, names: str, problems: str) -> TreeRecord:
-    return TreeRecord(blob, tuple(json.loads(names)), _problems(problems))
+def _folders(text: str) -> tuple[tuple[str, int], ...]:
+    return tuple((str(folder), int(line)) for folder, line in json.loads(text)) if text != "[]" else ()
+
+
+def _tree_record(blob: str, names: str, problems: str, folders: str = "[]") -> TreeRecord:
+    return TreeRecord(blob, tuple(json.loads(names)), _problems(problems), _folders(folders))
 
 
 def _file_key(st: os.stat_result) -> str:

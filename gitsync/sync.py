@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from gitsync import defset, faults, progress, quiet
+from gitsync import companion, companion_sync, defset, faults, progress, quiet
 from gitsync.config import Settings
 from gitsync.cycle import StepFailure, Steps
 from gitsync.errors import ConfigError, GitError, StateError, TargetError
@@ -29,7 +29,7 @@ from gitsync.outbox import Outbox
 from gitsync.pinning import fetch_target
 from gitsync.plan import Desired, Finding, Plan, make_plan, mass_delete_refusal
 from gitsync.problems import Problem
-from gitsync.state import State, StateLock, problems_json
+from gitsync.state import State, StateLock, Validation, problems_json
 from gitsync.target_config import included
 from gitsync.target_dir import DirectoryTarget, FileTooLarge, Fingerprint, Seen
 
@@ -122,6 +122,7 @@ class Syncer:
         self.applied_ref = APPLIED_REF
         #: target.include as globs relative to repo.path (empty: every .kit file under it).
         self.include = settings.include
+        self._other_changes: list[Change] = []  # changed files under repo.path that are not definitions
         self._check_state_matches_target()
 
     @classmethod
@@ -203,8 +204,9 @@ class Syncer:
             to_parse += [(path, rec.blob) for path, rec in whole_tree.items()
                          if path not in parsing and not defset.is_symlink_record(rec)]
         blobs = dict(to_parse)
-        for path, (names, found) in self._check_blobs(to_parse).items():
-            fresh[path] = TreeRecord(blobs[path], names, tuple(p.at(path) for p in found) + defset.name_problems(path))
+        for path, (names, found, folders) in self._check_blobs(to_parse).items():
+            fresh[path] = TreeRecord(blobs[path], names, tuple(p.at(path) for p in found) + defset.name_problems(path),
+                                     folders)
         if whole_tree is not None:
             prepared = self._prepare_whole(head, applied, changes, whole_tree, fresh, force, allow_mass_delete)
         else:
@@ -220,15 +222,34 @@ class Syncer:
         """Everything checked and planned: the first sync, and after the rules changed."""
         tree = {p: r for p, r in {**old_tree, **fresh}.items() if r is not None}
         owned = self.state.manifest()
-        problems = defset.check_set((defset.Checked(p, r.names, r.problems) for p, r in tree.items()),
+        problems = defset.check_set((defset.Checked(p, r.names, r.problems, r.folders) for p, r in tree.items()),
                                     changed=_not_in_place(tree, owned))
-        seen = self.target.scan(self._known(owned))
+        side = self._companions(head, {p: r for p, r in tree.items() if r.folders}, problems,
+                                whole=companion_sync.folders_of(tree.values()) |
+                                {companion.folder_of(t) for t in owned if companion.is_companion_target(t)})
+        known = self._known(owned)
+        seen = self.target.scan(known)
+        seen.update(self.target.scan_names(side.scope - set(seen), known))
         foreign = self._refresh_foreign(seen, owned, tree, set(seen) | set(self.state.foreign_files()))[0]
-        plan, refusal = self._plan(tree, problems, owned, seen, foreign, force, allow_mass_delete, lambda: len(owned))
-        stale = {path: () for path in self.state.open_problems() if path not in tree}
+        plan, refusal = self._plan(tree, problems, owned, seen, foreign, force, allow_mass_delete,
+                                   lambda: sum(1 for t in owned if not companion.is_companion_target(t)), side)
+        stale = {path: () for path in self.state.open_problems() if path not in tree and path not in problems}
         return Prepared(head, applied, tuple(changes), tree, _flat(problems), frozenset(defset.error_paths(problems)),
                         plan, refusal, seen, frozenset(tree) | set(old_tree) | set(fresh),
                         {**stale, **{path: tuple(found) for path, found in problems.items()}})
+
+    def _companions(self, head: str, records: Mapping[str, TreeRecord], problems: dict[str, list[Problem]], *,
+                    whole: Iterable[str], files: Mapping[str, set[str]] | None = None) -> companion_sync.Companions:
+        """The companion folders' part of the plan; their problems are merged into `problems`."""
+        side = companion_sync.work_out(self.mirror, self.state, head, records, defset.error_paths(problems),
+                                       whole=whole, files=files or {}, max_size=self.settings.sync_max_file_size,
+                                       open_problems=self.state.open_problems())
+        for path, found in side.problems.items():
+            if path in records:
+                problems[path] = [*problems.get(path, []), *found]
+            else:
+                problems[path] = found
+        return side
 
     def _prepare_change(self, head: str, applied: str | None, changes: list[Change],
                         fresh: Mapping[str, TreeRecord | None], force: bool, allow_mass_delete: bool) -> Prepared:
@@ -254,35 +275,57 @@ class Syncer:
 
         # A: files whose problems may change; B: every file sharing a name with one of A, to judge A completely.
         affected = set(tree) | group_members([*old.items(), *tree.items()])
+        # Companion folders a changed definition names or named, or that lost files, are worked out whole; the
+        # definitions naming them are judged again (missing folder, clashes).
+        whole, files = self._companion_changes(companion_sync.folders_of([*old.values(), *tree.values()]))
+        affected |= {p for found in state.paths_referencing(whole).values() for p in found
+                     if fresh.get(p, True) is not None}
         load(affected)
+        whole |= companion_sync.folders_of(tree[p] for p in affected)
         judged = affected | group_members((p, tree[p]) for p in affected)
         load(judged)
         owned_judged = state.owned({defset.target_name(p) for p in judged})
-        checked = defset.check_set((defset.Checked(p, tree[p].names, tree[p].problems) for p in judged),
+        checked = defset.check_set((defset.Checked(p, tree[p].names, tree[p].problems, tree[p].folders)
+                                    for p in judged),
                                    changed=_not_in_place({p: tree[p] for p in judged}, owned_judged))
-        path_problems = {p: tuple(checked[p]) if p in tree else () for p in affected | set(fresh)}
+        local = self.dirty()
+        fingerprint: int | None = None
+        drifted: set[str] = set()
+        # The fingerprint sums the directory's own entries: blind to an edit inside a companion folder, so a target
+        # with companion files is compared file by file.
+        companions = state.has_companions()
+        if local is None and not companions:  # nobody watched (`sync --once`): has anything changed since?
+            last = state.get(LOOK_KEY)
+            fingerprint = self.target.fingerprint() if last else None
+            if fingerprint is not None and fingerprint == last["fingerprint"]:
+                local = set()  # no entry changed since: only what was still open then needs a look
+                drifted = set(last["open"])
+        if local is None:  # stat every file, compared with the manifest without loading it whole
+            known = self._known(state.owned_stats())
+            counted = Fingerprint()
+            everything = self.target.scan(known, counted)
+            fingerprint = counted.value if self.target.directory.is_dir() and not companions else None
+            drifted = {t for t, have in everything.items() if t not in known or known[t] != have}
+            drifted |= {t for t in known if t not in everything}
+        for target in (local or set()) | drifted:
+            if companion.is_companion_target(target):
+                files.setdefault(companion.folder_of(target), set()).add(target)
+        naming = {p for found in state.paths_referencing(whole | set(files)).values() for p in found
+                  if fresh.get(p, True) is not None}
+        load(naming)
+        with_problems = {p: list(checked[p]) if p in tree else [] for p in affected | set(fresh)}
+        side = self._companions(head, {p: tree[p] for p in naming | affected if p in tree and tree[p].folders},
+                                with_problems, whole=whole, files=files)
+        path_problems = {p: tuple(found) for p, found in with_problems.items()}
         problems = {p: list(found) for p, found in state.open_problems().items()}
         problems.update({p: list(found) for p, found in path_problems.items()})
         problems = {p: found for p, found in problems.items() if found}
 
         scope = {defset.target_name(p) for p in affected | set(fresh)}
         scope |= set(self.pending()) | {f["target"] for f in state.get("findings", [])} | set(state.get("replan") or ())
-        local = self.dirty()
-        fingerprint: int | None = None
-        if local is None:  # nobody watched (`sync --once`): has anything changed since the last look?
-            last = state.get(LOOK_KEY)
-            fingerprint = self.target.fingerprint() if last else None
-            if fingerprint is not None and fingerprint == last["fingerprint"]:
-                local = set()  # no entry changed since: only what was still open then needs a look
-                scope |= set(last["open"])
-        if local is None:  # stat every file, compared with the manifest without loading it whole
-            known = self._known(state.owned_stats())
-            counted = Fingerprint()
-            everything = self.target.scan(known, counted)
-            fingerprint = counted.value if self.target.directory.is_dir() else None
-            scope |= {t for t, have in everything.items() if t not in known or known[t] != have}
-            scope |= {t for t in known if t not in everything}
-        scope = {t for t in scope if t.endswith(defset.KIT_SUFFIX)} | {t for t in local or ()}
+        scope |= drifted
+        scope = {t for t in scope if t.endswith(defset.KIT_SUFFIX) or companion.is_companion_target(t)}
+        scope |= set(local or ()) | side.scope
 
         def look(targets: set[str]) -> tuple[dict[str, Owned], dict[str, Seen]]:
             mine = state.owned(targets)
@@ -308,23 +351,26 @@ class Syncer:
         load(p for found in landing.values() for p in found)
         planned = {p: tree[p] for found in landing.values() for p in found if p in tree}
         plan, refusal = self._plan(planned, problems, owned, seen, foreign, force, allow_mass_delete,
-                                   state.owned_count)
+                                   state.owned_count, side)
         return Prepared(head, applied, tuple(changes), tree, _flat(problems), frozenset(defset.error_paths(problems)),
                         plan, refusal, seen, frozenset(fresh), path_problems, fingerprint,
                         self._looked(scope, seen) if fingerprint is not None else {})
 
     def _plan(self, tree: Mapping[str, TreeRecord], problems: Mapping[str, list[Problem]],
               owned: Mapping[str, Owned], seen: Mapping[str, Seen], foreign: Mapping[str, str], force: bool,
-              allow_mass_delete: bool, owned_count: Callable[[], int]) -> tuple[Plan, str | None]:
+              allow_mass_delete: bool, owned_count: Callable[[], int],
+              side: companion_sync.Companions) -> tuple[Plan, str | None]:
         invalid = defset.error_paths(problems)
         desired = {defset.target_name(p): Desired(p, r.blob, r.names) for p, r in tree.items() if p not in invalid}
         hold = {defset.target_name(p): f"{p} is invalid; the last good version stays" for p in tree if p in invalid}
         hold.update(_foreign_clashes(desired, foreign))
+        desired.update(side.desired)
+        hold.update(side.hold)
         hold.update(self.target.obstructed(t for t in desired if t not in seen))
         plan = make_plan(desired, owned, {t: v.blob for t, v in seen.items()}, hold=hold, pending=self.pending(),
                          force=force)
-        if not plan.of("delete"):
-            return plan, None
+        if not any(not companion.is_companion_target(a.target) for a in plan.of("delete")):
+            return plan, None  # removing companion files alone is never a mass delete of definitions
         return plan, mass_delete_refusal(plan, owned_count(), self.settings.sync_max_delete_share, allow_mass_delete)
 
     def _known(self, owned: Mapping[str, Owned | Seen]) -> dict[str, Seen]:
@@ -342,6 +388,8 @@ class Syncer:
         changes: dict[str, tuple[str, str, tuple[str, ...]] | None] = {}
         moved: set[str] = set()
         for name in scope:
+            if companion.is_companion_target(name):
+                continue  # a file inside a companion folder defines no job
             have, before = seen.get(name), remembered.get(name)
             if have is None or name in owned or wanted.get(name) == have.blob:
                 if before is not None:
@@ -377,7 +425,7 @@ class Syncer:
         return included(path[len(prefix):], self.include)
 
     def _validation_key(self) -> str:
-        return f"strict={self.settings.sync_strict} max_file_size={self.settings.sync_max_file_size} index=2"
+        return f"strict={self.settings.sync_strict} max_file_size={self.settings.sync_max_file_size} index=3"
 
     def recover(self) -> None:
         """Finish the books of an apply a crash interrupted: a journalled file that holds what the apply was
@@ -461,11 +509,30 @@ class Syncer:
             changes = [Change("M", p, e.blob, e.mode) for p, e in now.items()
                        if p not in old_tree or old_tree[p].blob != e.blob]
             changes += [Change("D", p, None, "") for p in old_tree if p not in now]
+        #: Other files that changed under repo.path: those inside a companion folder are synced (companion.py).
+        self._other_changes = [c for c in changes if not defset.is_definition_path(c.path) and _valid_name(c.path)]
         changes = [c for c in changes if defset.is_definition_path(c.path) and self._included(c.path)]
         self.unusable_names = tuple(_name_problem(c.path) for c in changes if c.blob and not _valid_name(c.path))
         return [c for c in changes if _valid_name(c.path)], old_tree
 
-    def _check_blobs(self, items: list[tuple[str, str]]) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
+    def _companion_changes(self, named: set[str]) -> tuple[set[str], dict[str, set[str]]]:
+        """Companion folders to work out whole (those `named` by changed definitions, and those that lost a file)
+        and, for the rest, the targets of the files that changed in git, found through the stored roots."""
+        whole, files = set(named), dict[str, set[str]]()
+        others = self._other_changes
+        rooted = self.state.folders_rooted({a for c in others for a in companion.ancestors(c.path)}) if others else {}
+        for change in others:
+            for root in companion.ancestors(change.path):
+                folder = rooted.get(root)
+                if folder is None:
+                    continue
+                if change.blob is None:
+                    whole.add(folder)
+                else:
+                    files.setdefault(folder, set()).add(companion.target_of(folder, root, change.path))
+        return whole, files
+
+    def _check_blobs(self, items: list[tuple[str, str]]) -> dict[str, Validation]:
         """Each file's job names and own problems (with an empty path), from the validation cache where this blob
         was checked under these rules before; the rest are read in batches and checked, over all cores when many."""
         rules = self._validation_key()
@@ -489,7 +556,7 @@ class Syncer:
             return ((blob, read[blob]) for blob in blobs)
         return self.mirror.read_blobs(blobs)
 
-    def _validate(self, blobs: list[str], total: int) -> dict[str, tuple[tuple[str, ...], tuple[Problem, ...]]]:
+    def _validate(self, blobs: list[str], total: int) -> dict[str, Validation]:
         s = self.settings
         sizes = self.mirror.blob_sizes(blobs)  # sizes first: content over the limit is never read
         over = {blob: too_large(sizes[blob], "", s.sync_max_file_size) for blob in blobs
@@ -506,8 +573,9 @@ class Syncer:
             if self._pool is None:
                 self._pool = validation_pool.start()
             reports = validation_pool.check_all(self._pool, jobs)
-        found = {job[0]: (report.names, report.problems) for job, report in zip(jobs, reports, strict=True)}
-        found.update({blob: (report.names, report.problems) for blob, report in over.items()})
+        found = {job[0]: (report.names, report.problems, report.folders)
+                 for job, report in zip(jobs, reports, strict=True)}
+        found.update({blob: (report.names, report.problems, report.folders) for blob, report in over.items()})
         return found
 
     # -- doing --------------------------------------------------------------------------------------
@@ -604,7 +672,7 @@ class Syncer:
             self.guard()
             self.state.begin_apply(p.head, [
                 JournalRow(a.target, a.repo_path, p.seen[a.target].blob if a.target in p.seen else None,
-                           a.blob, p.tree[a.repo_path].names if a.blob else ())
+                           a.blob, _names(p, a.repo_path) if a.blob else ())
                 for a in [*writes, *deletes]])
             faults.reached("apply.journalled")
         planned = {t: seen.stat for t, seen in p.seen.items()}
@@ -614,9 +682,9 @@ class Syncer:
             if writes else {}
         for a in writes:
             if a.target in stats:
-                owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, stats[a.target])
+                owned[a.target] = Owned(a.repo_path, str(a.blob), _names(p, a.repo_path), stats[a.target])
         for a in p.plan.of("adopt"):
-            owned[a.target] = Owned(a.repo_path, str(a.blob), p.tree[a.repo_path].names, p.seen[a.target].stat)
+            owned[a.target] = Owned(a.repo_path, str(a.blob), _names(p, a.repo_path), p.seen[a.target].stat)
         deleted = set(self.target.delete((a.target for a in deletes), planned))
         for a in [*(d for d in deletes if d.target in deleted), *p.plan.of("forget")]:
             owned[a.target] = None
@@ -650,8 +718,9 @@ class Syncer:
         after a `touch`, ...), which the next sync looks at again. Every other entry holds what the state records,
         so while the fingerprint stays equal, only those need a look. Any write to the manifest or the foreign
         files drops the record (triggers in state.py), and a look that cannot be summed up is not stored."""
-        if p.fingerprint is None or UNKNOWN in p.looked.values():
-            return
+        if p.fingerprint is None or UNKNOWN in p.looked.values() \
+                or any(companion.is_companion_target(t) for t in p.looked):
+            return  # a companion file is not a directory entry the fingerprint sums
         now = self.target.stat_keys(p.looked)
         after = Fingerprint(p.fingerprint)
         for target, before in p.looked.items():
@@ -754,6 +823,12 @@ def _foreign_clashes(desired: Mapping[str, Desired], foreign: Mapping[str, str])
                 clashes[target] = (f"job {job!r} is already defined by {other}, which gitsync does not own; "
                                    f"{want.repo_path} is not synced until one of them is renamed or removed")
     return clashes
+
+
+def _names(p: Prepared, repo_path: str) -> tuple[str, ...]:
+    """A written file's job names (a companion file has none)."""
+    record = p.tree.get(repo_path)
+    return record.names if record is not None else ()
 
 
 def _flat(problems: Mapping[str, list[Problem]]) -> tuple[Problem, ...]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Protocol
 
+from gitsync.companion import is_companion_target, is_safe_target
 from gitsync.kitname import TEMP_PREFIX as TEMP_PREFIX  # defined with the name rules that count them
 from gitsync.kitname import TEMP_SUFFIX as TEMP_SUFFIX
 from gitsync.kitname import is_definition_name
@@ -175,6 +176,8 @@ class DirectoryTarget:
                 blob = self.file_blob(entry.name)
                 if blob is not None:
                     found[entry.name] = Seen(blob, key)
+        # Files inside companion folders that gitsync owns or looked at (never the folders' other files).
+        found.update(self.scan_names((name for name in known if is_companion_target(name)), known))
         return found
 
     def fingerprint(self) -> int | None:
@@ -212,10 +215,12 @@ class DirectoryTarget:
         """Like `scan`, for only these file names (one `stat` each): what a change or the watcher named."""
         found: dict[str, Seen] = {}
         for name in names:
-            if not is_definition_name(name):
+            if not (is_definition_name(name) or is_safe_target(name)):
                 continue
             try:
-                st = os.stat(self.directory / name)
+                st = os.lstat(self.directory / name) if "/" in name else os.stat(self.directory / name)
+                if "/" in name and self._linked_parent(name):
+                    continue
             except (FileNotFoundError, NotADirectoryError):
                 continue
             if not S_ISREG(st.st_mode):
@@ -229,6 +234,20 @@ class DirectoryTarget:
             if blob is not None:
                 found[name] = Seen(blob, key)
         return found
+
+    def _linked_parent(self, name: str) -> str | None:
+        """The first folder on the way to a companion file that is a symbolic link (or not a folder): gitsync
+        never writes or reads through one, which could lead outside the job directory."""
+        parts = name.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            folder = "/".join(parts[:depth])
+            try:
+                st = os.lstat(self.directory / folder)
+            except FileNotFoundError:
+                return None
+            if not stat.S_ISDIR(st.st_mode):
+                return folder
+        return None
 
     def read(self, name: str) -> bytes | None:
         """The file's content (None if it is gone); `FileTooLarge` over `max_file_size`, checked by size first
@@ -311,6 +330,8 @@ class DirectoryTarget:
                 os.sync()
             for temp, name, ours in pending:
                 try:
+                    if "/" in name and not self._make_parents(name):
+                        continue
                     if self.current_stat(name) == expected.get(name):
                         os.replace(temp, os.path.join(folder, name))
                         left.discard(temp)
@@ -327,11 +348,34 @@ class DirectoryTarget:
         self._sync_directory()
         return written
 
+    def _make_parents(self, name: str) -> bool:
+        """The folders a companion file goes in; False (the file is refused) when something else is in the way."""
+        blocked = self._linked_parent(name)
+        if blocked is None:
+            try:
+                (self.directory / name).parent.mkdir(parents=True, exist_ok=True)
+                return True
+            except (FileExistsError, NotADirectoryError):
+                blocked = self._linked_parent(name) or name
+        self.refused[name] = (f"{blocked} in the job directory is not a folder (a file or a symbolic link); move it "
+                              "away so gitsync can write the companion folder")
+        return False
+
     def delete(self, names: Iterable[str], expected: Mapping[str, str | None]) -> list[str]:
-        """Delete files that are still as planned; returns the ones deleted."""
-        deleted = [name for name in names if self.current_stat(name) == expected.get(name)]
+        """Delete files that are still as planned; returns the ones deleted. A companion folder left empty is
+        removed too (only when empty: a file someone else put there keeps it)."""
+        deleted = [name for name in names if self.current_stat(name) == expected.get(name)
+                   and not ("/" in name and self._linked_parent(name))]
         for name in deleted:
             (self.directory / name).unlink(missing_ok=True)
+        for name in sorted((n for n in deleted if "/" in n), key=lambda n: -n.count("/")):
+            folder = (self.directory / name).parent
+            while folder != self.directory:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                folder = folder.parent
         if deleted:
             self._sync_directory()
         return deleted

@@ -17,14 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gitsync.companion import is_safe_target
 from gitsync.dirty import DirtySet
 from gitsync.kitname import TEMP_PREFIX, TEMP_SUFFIX, is_definition_file
 
 log = logging.getLogger("gitsync.watch")
 
 
-def relevant(path: str) -> bool:
-    """A `.kit` file Farm would load; editor swap files, backups and gitsync's temp files are not."""
+def relevant(path: str, directory: str | None = None) -> bool:
+    """A `.kit` file Farm would load, or (with `directory`) a plain file below a folder of the job directory, which
+    may be a companion file (capture looks only at those gitsync wrote); editor swap files, backups and gitsync's
+    temp files are not."""
+    if directory is not None and os.path.isabs(path):
+        relative = os.path.relpath(path, directory)
+        if "/" in relative and not relative.startswith(".."):
+            return is_safe_target(relative)
     return is_definition_file(path)
 
 
@@ -109,6 +116,7 @@ class DirectoryWatcher:
         from watchdog.observers.polling import PollingObserver
 
         watcher = self
+        root = str(self.directory)
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: FileSystemEvent) -> None:
@@ -119,9 +127,11 @@ class DirectoryWatcher:
                 if event.event_type in ("opened", "closed_no_write"):
                     return
                 paths = [os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or "")]
-                if any(relevant(p) for p in paths if p):
+                if event.is_directory:
+                    return
+                if any(relevant(p, root) for p in paths if p):
                     if watcher.dirty is not None:
-                        watcher.dirty.add(p for p in paths if relevant(p))
+                        watcher.dirty.add(p for p in paths if p and relevant(p, root))
                     watcher.on_change()
 
         # Only writes matter. Without a filter every read of the directory (a Farm rescan reads every file
@@ -132,7 +142,7 @@ class DirectoryWatcher:
         if not self.polling:
             try:
                 self._observer = Observer()
-                self._observer.schedule(Handler(), str(self.directory), recursive=False, event_filter=wanted)
+                self._observer.schedule(Handler(), str(self.directory), recursive=True, event_filter=wanted)
                 self._observer.start()
                 return
             except OSError as exc:
@@ -143,7 +153,7 @@ class DirectoryWatcher:
                 if self.dirty is not None:
                     self.dirty.everything()
         self._observer = PollingObserver(timeout=2)
-        self._observer.schedule(Handler(), str(self.directory), recursive=False, event_filter=wanted)
+        self._observer.schedule(Handler(), str(self.directory), recursive=True, event_filter=wanted)
         self._observer.start()
 
     def settle(self, timeout: float = 5.0) -> bool:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import stat
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-from gitsync import defset, farm, kitname, progress
+from gitsync import companion, defset, kitname, progress
 from gitsync.kit import MAX_FILE_SIZE, check_kit
 from gitsync.problems import Problem, to_json
 
@@ -50,8 +49,7 @@ def _check_all(args: argparse.Namespace) -> tuple[list[defset.Checked], list[Pro
             continue
         report = check_kit(data, shown, strict=args.strict, max_size=args.max_file_size)
         checked.append(defset.from_report(shown, report))
-        if report.ok and b"{job" in data:
-            extra += _companion_folders(shown, data)
+        extra += _companion_folders(shown, report.folders)
     return checked, extra
 
 
@@ -70,24 +68,17 @@ def _report(args: argparse.Namespace, checked: list[defset.Checked], problems: l
     return 1 if any(p.severity == "error" for p in problems) else 0
 
 
-def _companion_folders(shown: str, data: bytes) -> list[Problem]:
-    """``${job}/...`` extension folders: Farm resolves them next to the .kit file, and gitsync flattens the
-    repository and syncs only .kit files, so such a folder never reaches the job directory with it."""
-    text = data.decode("utf-8")  # check_kit decoded and parsed it already: neither can fail here
-    doc = tomllib.loads(text)
-    line = next((n for n, row in enumerate(text.splitlines(), 1) if '"++"' in row or "'++'" in row), 1)
+def _companion_folders(shown: str, folders: companion.Folders) -> list[Problem]:
+    """``${job}/...`` companion folders that are not beside the file: Farm does not check (NVIDIA's own samples
+    name folders they do not ship), the job runs without them, and gitsync has nothing to sync."""
     problems = []
-    for entry, relative in farm.job_folders(doc):
-        folder = Path(shown).parent / relative
-        if not folder.is_dir():
-            message = (f"extension folder {entry!r} ({folder}) does not exist next to this file; Farm does not "
-                       "check, and the job runs without it")
-            fix = "add the folder next to the file, or remove the entry"
-        else:
-            message = (f"extension folder {entry!r} is next to this file in the repository, but gitsync syncs only "
-                       ".kit files: it does not reach the job directory")
-            fix = "provide the folder in the job directory (or a shared path) and reference it there"
-        problems.append(Problem(shown, line, 1, "warning", message, fix))
+    for folder, line in folders:
+        where = Path(shown).parent / folder
+        if not where.is_dir():
+            problems.append(Problem(shown, line, 1, "warning",
+                                    f"companion folder '${{job}}/{folder}' ({where}) does not exist beside this file; "
+                                    "Farm does not check, and the job runs without it",
+                                    "add the folder beside the file, or remove the entry"))
     return problems
 
 
