@@ -240,10 +240,14 @@ class Syncer:
 
     def _companions(self, head: str, records: Mapping[str, TreeRecord], problems: dict[str, list[Problem]], *,
                     whole: Iterable[str], files: Mapping[str, set[str]] | None = None) -> companion_sync.Companions:
-        """The companion folders' part of the plan; their problems are merged into `problems`."""
-        side = companion_sync.work_out(self.mirror, self.state, head, records, defset.error_paths(problems),
+        """The companion folders' part of the plan; their problems are merged into `problems`. A folder named only
+        by invalid definitions (now, or held from an earlier commit) keeps its last good files."""
+        stored = self.state.open_problems()
+        invalid = defset.error_paths(problems) | {p for p, found in stored.items() if p not in problems
+                                                  and any(x.severity == "error" for x in found)}
+        side = companion_sync.work_out(self.mirror, self.state, head, records, invalid,
                                        whole=whole, files=files or {}, max_size=self.settings.sync_max_file_size,
-                                       open_problems=self.state.open_problems())
+                                       open_problems=stored)
         for path, found in side.problems.items():
             if path in records:
                 problems[path] = [*problems.get(path, []), *found]
@@ -266,11 +270,15 @@ class Syncer:
         def group_members(records: Iterable[tuple[str, TreeRecord]]) -> set[str]:
             names: set[str] = set()
             targets: set[str] = set()
+            folders: set[str] = set()
             for path, rec in records:
                 names.update(rec.names)
                 targets.add(defset.target_name(path))
+                folders.update(folder for folder, _ in rec.folders)
             stored = {p for found in state.paths_named(names).values() for p in found}
-            stored |= {p for found in state.paths_landing(targets).values() for p in found}
+            # a companion folder lands where a definition file of its name does, and the other way round
+            stored |= {p for found in state.paths_landing(targets | folders).values() for p in found}
+            stored |= {p for found in state.paths_referencing(targets | folders).values() for p in found}
             return {p for p in stored if fresh.get(p, True) is not None}  # not the ones deleted now
 
         # A: files whose problems may change; B: every file sharing a name with one of A, to judge A completely.
@@ -330,7 +338,10 @@ class Syncer:
         def look(targets: set[str]) -> tuple[dict[str, Owned], dict[str, Seen]]:
             mine = state.owned(targets)
             if local is None:
-                return mine, {t: everything[t] for t in targets if t in everything}
+                found = {t: everything[t] for t in targets if t in everything}
+                unknown = {t for t in targets if t not in everything and companion.is_companion_target(t)}
+                found.update(self.target.scan_names(unknown, {}))  # a file of someone else's in a companion folder
+                return mine, found
             return mine, self.target.scan_names(targets, self._known(mine))
 
         owned, seen = look(scope)
@@ -438,7 +449,9 @@ class Syncer:
         journal = self.state.journal()
         if not journal and not self.state.get("apply_in_progress"):
             return
-        seen = self.target.scan(self.state.manifest())
+        known = self.state.manifest()
+        seen = self.target.scan(known)
+        seen.update(self.target.scan_names((t for t in journal if companion.is_companion_target(t)), known))
         owned: dict[str, Owned | None] = {}
         for row in journal.values():
             have = seen.get(row.target)
