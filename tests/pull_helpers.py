@@ -66,9 +66,12 @@ class FileMark:
 
 
 def snapshot(directory: Path) -> dict[str, FileMark]:
-    """Every file directly in `directory`, with what shows whether it was rewritten."""
+    """Every file directly in `directory` (not the companion folders beside them), with what shows whether it
+    was rewritten."""
     marks = {}
     for entry in sorted(os.listdir(directory)):
+        if (directory / entry).is_dir():
+            continue
         st = os.stat(directory / entry)
         marks[entry] = FileMark(st.st_ino, st.st_mtime_ns, (directory / entry).read_bytes())
     return marks

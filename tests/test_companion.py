@@ -275,3 +275,41 @@ def test_a_hand_edit_inside_a_companion_folder_becomes_a_commit_to_its_repo_path
     site.cycle()
     assert site.outbox_length() == 0 and not conflict_branches(remote)
     assert (site.directory / "exts/omni.render/omni/render/new-by-hand.py").exists()  # never gitsync's to touch
+
+
+def test_a_definition_file_named_like_an_existing_companion_folder_is_found_incrementally(
+        cli: Cli, remote: RemoteRepo) -> None:
+    render_repo(remote)
+    assert cli.sync().code == 0
+
+    remote.commit({"jobs/other/exts": "not a folder\n"}, "a plain file named exts: not a definition, no clash")
+    assert cli.sync().code == 0
+    remote.commit({"jobs/tools/tools.kit": kit("tools", extra=EXTS.replace("${job}/exts", "${job}/hello.kit")),
+                   "jobs/tools/hello.kit/x.py": "X = 1\n"}, "a folder named like hello.kit")
+    ran = cli.sync()
+
+    assert ran.code == EXIT_REFUSED
+    errors = [p for p in cli.status()["problems"] if p["severity"] == "error"]
+    assert [(p["path"], p["line"]) for p in errors] == [("jobs/tools/tools.kit", 7)]  # the new file is blamed
+    assert "jobs/hello.kit" in errors[0]["message"]
+
+
+def test_the_watcher_names_a_changed_companion_file_by_its_path_in_the_job_directory(tmp_path: Path) -> None:
+    from gitsync.dirty import DirtySet
+    from gitsync.watch import DirectoryWatcher
+
+    folder = tmp_path / "exts" / "omni.render"
+    folder.mkdir(parents=True)
+    dirty = DirtySet(root=tmp_path)
+    assert dirty.take() is None
+    watcher = DirectoryWatcher(tmp_path, lambda: None, dirty=dirty)
+    watcher.start()
+    try:
+        (folder / "x.py").write_text("X = 1\n", encoding="utf-8")
+        (folder / ".x.py.swp").write_text("editor", encoding="utf-8")
+        (folder / "inner.kit").write_text(kit("inner"), encoding="utf-8")  # Farm loads no .kit in a folder
+        (tmp_path / "a.kit").write_text(kit("a"), encoding="utf-8")
+        assert watcher.settle(timeout=30)
+        assert dirty.take() == {"exts/omni.render/x.py", "a.kit"}  # one stat each next cycle, not a scan
+    finally:
+        watcher.stop()
