@@ -37,7 +37,8 @@ def status_report(settings: Settings, state: State) -> dict[str, Any]:
         "consecutive_failures": state.get("consecutive_failures", 0),
         "failing_steps": state.get("failing_steps", {}),
         "interrupted_apply": state.get("apply_in_progress"),
-        "owned_files": len(manifest),
+        "owned_files": sum(1 for t in manifest if "/" not in t),  # definition files
+        "companion_files": sum(1 for t in manifest if "/" in t),  # files in ${job} companion folders
         "definitions": sum(len(o.names) for o in manifest.values()),
         "problems": state.get("problems", []),
         "findings": state.get("findings", []),
@@ -126,7 +127,8 @@ def _render_one(report: dict[str, Any]) -> str:
         f"applied at   {when(report['applied_at'])}",
         f"last sync    {report['last_result'] or 'never'} at {when(report['last_attempt_at'])}",
         f"definitions  {report['definitions']} saved by gitsync" if report.get("target_kind") == "jobs-api" else
-        f"definitions  {report['definitions']} in {report['owned_files']} file(s) owned by gitsync",
+        f"definitions  {report['definitions']} in {report['owned_files']} file(s) owned by gitsync"
+        + (f", and {report['companion_files']} companion file(s)" if report.get("companion_files") else ""),
     ]
     if report["last_message"]:
         lines.append(f"message      {report['last_message']}")

@@ -24,6 +24,9 @@ PROBLEM_LINE = re.compile(r"^(?P<path>.+?):(?P<line>\d+):(?P<col>\d+): (?P<sever
 
 SAMPLE_TARGETS = ("asset-validate.kit", "create-render.kit", "gpu-checks.kit", "hello-world.kit",
                   "render-k8s.kit", "usd-render.kit", "win-kit-batch.kit")
+#: usd-render.kit's ${job}/exts companion folder, synced beside it.
+SAMPLE_COMPANION_FILES = ("exts/omni.services.render/config/extension.toml",
+                          "exts/omni.services.render/omni/services/render/__init__.py")
 
 
 def kit(key: str, *, command: str = "/bin/echo", args: tuple[str, ...] = ("hello",), extra: str = "") -> str:

@@ -313,3 +313,25 @@ def test_the_watcher_names_a_changed_companion_file_by_its_path_in_the_job_direc
         assert dirty.take() == {"exts/omni.render/x.py", "a.kit"}  # one stat each next cycle, not a scan
     finally:
         watcher.stop()
+
+
+def test_a_companion_file_over_the_size_limit_holds_the_commit_like_a_definition(
+        cli: Cli, remote: RemoteRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GITSYNC_SYNC_MAX_FILE_SIZE", "2000")
+    render_repo(remote)
+    assert cli.sync().code == 0
+    before = cli.files()
+
+    remote.commit({"jobs/render/exts/omni.render/data/big.bin": b"\0" * 2001}, "a file over the limit")
+    ran = cli.sync()
+
+    assert ran.code == EXIT_REFUSED
+    (problem,) = cli.status()["problems"]
+    assert (problem["path"], problem["severity"]) == ("jobs/render/exts/omni.render/data/big.bin", "error")
+    assert "over the 2000-byte limit" in problem["message"]
+    assert cli.files() == before
+
+    remote.commit({"jobs/render/exts/omni.render/data/big.bin": b"\0" * 10}, "smaller")
+    assert cli.sync().code == 0
+    assert cli.files()["exts/omni.render/data/big.bin"] == b"\0" * 10
+    assert cli.status()["problems"] == []

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pull_helpers import SAMPLE_TARGETS, Ran, gitsync, kit, kit_files, snapshot
+from pull_helpers import SAMPLE_COMPANION_FILES, SAMPLE_TARGETS, Ran, gitsync, kit, kit_files, snapshot
 from pull_helpers import isolated as isolated  # fixtures by import: tmpfs tmp_path, cwd + env isolation
 from pull_helpers import ram_tmp_path as ram_tmp_path
 
@@ -104,7 +104,8 @@ def test_first_sync_writes_exactly_the_sample_definitions_flattened(farm: Farm) 
 
     assert ran.code == 0, ran.err
     assert kit_files(farm.target) == list(SAMPLE_TARGETS)
-    assert sorted(p.name for p in farm.target.iterdir()) == list(SAMPLE_TARGETS)  # no temp files, no folders
+    # no temp files; the one folder is usd-render.kit's ${job}/exts companion folder
+    assert sorted(p.name for p in farm.target.iterdir()) == sorted([*SAMPLE_TARGETS, "exts"])
     for name in SAMPLE_TARGETS:
         assert (farm.target / name).read_bytes() == sample_bytes(name)
     assert farm.contents() == farm.head_definitions()
@@ -537,6 +538,8 @@ def test_a_target_that_is_not_a_directory_is_a_clear_error(farm: Farm) -> None:
 def test_a_mass_deletion_is_refused_unless_allowed(synced: Farm, removed: list[str], refusal: str) -> None:
     before = snapshot(synced.target)
     paths = {str(next(SAMPLE_JOBS.rglob(n)).relative_to(SAMPLE_JOBS.parent)): None for n in removed}
+    if len(removed) == len(SAMPLE_TARGETS):
+        paths["jobs/render/exts"] = None  # with usd-render.kit's companion folder: jobs/ is gone
     refusal = refusal.format(head=synced.remote.commit(paths, "clean up")[:12])
 
     ran = synced.sync()
@@ -596,7 +599,7 @@ def test_a_crash_during_apply_is_completed_by_the_next_sync(synced: Farm, monkey
     ran = synced.sync()
 
     assert ran.code == 0, ran.err
-    assert sorted(p.name for p in synced.target.iterdir()) == sorted(synced.head_definitions())
+    assert sorted(p.name for p in synced.target.iterdir() if p.is_file()) == sorted(synced.head_definitions())
     assert synced.contents() == synced.head_definitions()
     status = synced.status()
     assert (status["applied_commit"], status["interrupted_apply"], status["findings"]) == (head, None, [])
@@ -660,7 +663,8 @@ def test_plan_before_the_first_sync_lists_every_file(farm: Farm) -> None:
     assert ran.code == 4
     assert ran.out.splitlines()[0] == (f"commit nothing applied -> {farm.remote.head()[:12]}: "
                                        "7 definition file(s) changed in git")
-    assert [line.split()[:2] for line in ran.out.splitlines()[1:]] == [["write", n] for n in SAMPLE_TARGETS]
+    assert [line.split()[:2] for line in ran.out.splitlines()[1:]] == [
+        ["write", n] for n in sorted([*SAMPLE_TARGETS, *SAMPLE_COMPANION_FILES])]
     assert kit_files(farm.target) == []
 
 
@@ -715,7 +719,7 @@ def test_history_lists_each_sync_newest_first(synced: Farm) -> None:
     assert rows == [
         ["invalid", f"{second[:12]}..{third[:12]}", "+0", "-0"],
         ["synced", f"{first[:12]}..{second[:12]}", "+0", "-1"],
-        ["synced", f"empty..{first[:12]}", "+7", "-0"],
+        ["synced", f"empty..{first[:12]}", f"+{len(SAMPLE_TARGETS) + len(SAMPLE_COMPANION_FILES)}", "-0"],
     ]
 
 
