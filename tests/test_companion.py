@@ -335,3 +335,23 @@ def test_a_companion_file_over_the_size_limit_holds_the_commit_like_a_definition
     assert cli.sync().code == 0
     assert cli.files()["exts/omni.render/data/big.bin"] == b"\0" * 10
     assert cli.status()["problems"] == []
+
+
+def test_a_companion_file_changed_in_git_and_by_hand_keeps_gits_and_saves_the_local_one_on_a_branch(
+        sites: Sites, remote: RemoteRepo) -> None:
+    render_repo(remote)
+    site = sites.make(remote)
+    path = "jobs/render/exts/omni.render/omni/render/__init__.py"
+    local = site.file("exts/omni.render/omni/render/__init__.py")
+
+    with site.paused():  # both changes happen before gitsync looks again
+        remote.commit({path: "def run():\n    return 'git'\n"}, "changed in git")
+        before = commit_count(remote)
+        local.write_text("def run():\n    return 'farm'\n", encoding="utf-8")
+
+    wait_until(lambda: conflict_branches(remote), what="a conflict branch")
+    [branch] = conflict_branches(remote)
+    assert git_bytes(remote, path, f"refs/heads/{branch}") == b"def run():\n    return 'farm'\n"
+    assert commit_count(remote) == before  # nothing of the local side on main
+    wait_until(lambda: local.read_bytes() == b"def run():\n    return 'git'\n", what="git's version in the target")
+    assert site.outbox_length() == 0
