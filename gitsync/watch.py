@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ from gitsync.dirty import DirtySet
 from gitsync.kitname import TEMP_PREFIX, TEMP_SUFFIX, is_definition_file
 
 log = logging.getLogger("gitsync.watch")
+
+# The watch is recursive (files inside ${job} companion folders are pushed back): when gitsync creates a folder
+# tree, watchdog's inotify observer registers some new subfolders twice and warns that it replaced its own
+# callback. Harmless (the same callback), but it would print a RuntimeWarning per folder into the agent's log.
+warnings.filterwarnings("ignore", message="Callback with id .* already exists for watch", category=RuntimeWarning)
 
 
 def relevant(path: str, directory: str | None = None) -> bool:
