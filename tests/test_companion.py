@@ -355,3 +355,22 @@ def test_a_companion_file_changed_in_git_and_by_hand_keeps_gits_and_saves_the_lo
     assert commit_count(remote) == before  # nothing of the local side on main
     wait_until(lambda: local.read_bytes() == b"def run():\n    return 'git'\n", what="git's version in the target")
     assert site.outbox_length() == 0
+
+
+def test_sync_once_reports_a_hand_edit_inside_a_companion_folder_as_drift(cli: Cli, remote: RemoteRepo) -> None:
+    from gitsync.cli import EXIT_DRIFT
+
+    render_repo(remote)
+    assert cli.sync().code == 0
+    assert cli.sync().code == 0  # a quiet look: the job directory's own entries are unchanged from here on
+    edited = cli.target / "exts/omni.render/omni/render/__init__.py"
+    edited.write_text("def run():\n    return 'edited'\n", encoding="utf-8")
+
+    ran = cli.sync()
+
+    assert ran.code == EXIT_DRIFT, ran.err
+    assert [(f["kind"], f["target"]) for f in cli.status()["findings"]] == [
+        ("drift", "exts/omni.render/omni/render/__init__.py")]
+    assert edited.read_text(encoding="utf-8") == "def run():\n    return 'edited'\n"  # left alone
+    assert cli.sync("--force").code == 0
+    assert edited.read_bytes() == EXT_PY.encode()
