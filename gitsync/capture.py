@@ -147,7 +147,7 @@ def capture(target: DirectoryTarget, state: State, outbox: Outbox, max_delete_sh
                    else origin_of(content))
         faults.reached("capture.put")
         captured.append(name)
-    _remember_unreadable(state, unreadable)
+    _remember_unreadable(state, unreadable, looked)
     if absent != absent_before:
         state.set(absent_local=absent)
     if captured:
@@ -176,12 +176,15 @@ def _foreign_baseline(outbox: Outbox, baseline: dict[str, str] | None, seen: Map
     return {t: blob for t, blob in baseline.items() if t not in gone}
 
 
-def _remember_unreadable(state: State, names: list[str]) -> None:
+def _remember_unreadable(state: State, names: list[str], looked: set[str] | None) -> None:
     """Files that did not parse at this look. Most are a save in progress and gone by the next cycle; one
-    that stays (Farm's own toml.dump can write "C:\\x..." it cannot read back) shows in `gitsync status`."""
+    that stays (Farm's own toml.dump can write "C:\\x..." it cannot read back) shows in `gitsync status`.
+    `looked`: the names this look covered (None: all); a file it did not look at keeps its entry (a look at
+    only what the watcher named since must not forget a file that is still unreadable)."""
     before: dict[str, float] = state.get("unreadable_local", {})
     now = time.time()
-    after = {name: before.get(name, now) for name in names}
+    after = {name: since for name, since in before.items() if looked is not None and name not in looked}
+    after.update({name: before.get(name, now) for name in names})
     if after != before:
         state.set(unreadable_local=after)
 

@@ -667,6 +667,17 @@ def test_a_local_file_that_does_not_parse_is_shown_in_status_and_pushed_once_it_
     assert site.status()["unreadable_local_files"] == []
 
 
+def test_a_file_still_unreadable_stays_in_status_after_a_cycle_that_did_not_look_at_it(
+        site: Site, sample_remote: RemoteRepo) -> None:
+    path = site.file("hello-world.kit")
+    path.write_text(HELLO.replace('"/bin/echo"', '"C:\\xampp\\echo.exe"'), encoding="utf-8")
+    site.cycle_until(lambda: site.status()["unreadable_local_files"] == ["hello-world.kit"], "the unreadable file")
+
+    site.cycle()  # the watcher named nothing new: this cycle looks at no file
+
+    assert site.status()["unreadable_local_files"] == ["hello-world.kit"]
+
+
 # -- beyond the list: a save that lands while the pull is writing ------------------------------
 
 
