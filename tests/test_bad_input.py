@@ -294,6 +294,10 @@ def run_cli_case(case: dict[str, Any], tmp: Path, capsys: pytest.CaptureFixture[
     if "stderr" in expect:
         assert lines and lines[-1] == _fill(expect["stderr"], **values), ran.err
         assert not any("Traceback" in line for line in lines), ran.err
+    if "stderr_starts" in expect:  # for messages whose tail is curl's or ssh's own wording, which varies
+        assert lines and lines[-1].startswith(_fill(expect["stderr_starts"], **values)), ran.err
+    for secret in expect.get("never_printed", []):
+        assert secret not in ran.err + ran.out + caplog.text, ran.err
     if "log_contains" in expect:  # the log goes to stderr when run as a command, to pytest's handler here
         assert _fill(expect["log_contains"], **values) in ran.err + caplog.text, ran.err
     if "stdout_contains" in expect:
