@@ -122,7 +122,7 @@ def _job(name: str, folder: str, prefix: str, job_type: str, rng: random.Random,
     lines += [
         "headless = true",
         "log_to_stdout = true",
-        f"active = {'true' if rng.random() > 0.05 else 'false'}",
+        "active = true",  # Farm never reads 'active = false' from a file; gitsync warns about it
         f"success_return_codes = [0{', 3' if rng.random() > 0.5 else ''}]",
         f'container = "nvcr.io/nvidia/omniverse/kit:105.1.{rng.randint(0, 9)}"',
         "",
