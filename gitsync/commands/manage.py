@@ -26,6 +26,7 @@ def add_outbox_arguments(parser: argparse.ArgumentParser) -> None:
                         "a change (it is kept on a conflict branch, git's version returns)")
     parser.add_argument("targets", nargs="*", metavar="FILE", help="the .kit files to retry or drop (retry: all)")
     parser.add_argument("--format", choices=["text", "json"], default="text")
+    _add_target_argument(parser)
 
 
 def add_conflicts_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,11 +35,32 @@ def add_conflicts_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("branches", nargs="*", metavar="BRANCH", help="conflict branches to acknowledge")
     parser.add_argument("--all", action="store_true", help="ack: every conflict branch")
     parser.add_argument("--format", choices=["text", "json"], default="text")
+    _add_target_argument(parser)
+
+
+def _add_target_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target-name", dest="target_of", metavar="NAME", default="",
+                        help="with several [[target]] tables: the name of the target whose outbox or conflicts to "
+                        "work on (each target keeps its own)")
+
+
+def _one_target(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings of the target the command works on: the one named by --target-name, or the only one."""
+    targets = {t.target_name: t for t in settings.targets()}
+    name = getattr(args, "target_of", "")
+    if name:
+        if name not in targets:
+            raise ConfigError(f"no target named {name!r}; the configuration has: {', '.join(targets)}")
+        return targets[name]
+    if len(targets) > 1:
+        raise ConfigError(f"the configuration has {len(targets)} targets ({', '.join(targets)}), each with its own "
+                          "outbox and conflicts: name one with --target-name NAME")
+    return settings
 
 
 # -- outbox ---------------------------------------------------------------------------------------
 def run_outbox(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = _one_target(settings_from(args), args)
     if args.action == "list":
         state = _open(settings)
         try:
@@ -126,7 +148,7 @@ def _render_entries(entries: list[Entry]) -> str:
 
 # -- conflicts ------------------------------------------------------------------------------------
 def run_conflicts(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    settings = _one_target(settings_from(args), args)
     if args.action == "list":
         state = _open(settings)
         try:
@@ -166,6 +188,12 @@ def _render_conflicts(records: list[dict[str, Any]]) -> str:
 
 
 def _open(settings: Settings) -> State:
-    if not (settings.state_path / "state.sqlite3").is_file():
-        raise GitsyncError(f"no gitsync state in {settings.state_path}: check --state-dir (or state.dir)")
-    return State(settings.state_path)
+    """The target's state database, read without the lock (a named target's own, or the single-target one it
+    takes over at its next sync)."""
+    from gitsync.target_set import reading_state_dir
+
+    place = reading_state_dir(settings)
+    if place is None:
+        raise GitsyncError(f"no gitsync state for target {settings.target_name!r} in {settings.state_path}: check "
+                           "--state-dir (or state.dir), or run `gitsync sync --once` first")
+    return State(place)

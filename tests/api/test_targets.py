@@ -282,3 +282,33 @@ def test_sync_once_exits_with_the_worst_code_across_targets() -> None:
     assert worst_exit_code([EXIT_REFUSED, EXIT_ERROR, EXIT_OK]) == EXIT_ERROR
     assert worst_exit_code([EXIT_CHANGES_PENDING, EXIT_REFUSED]) == EXIT_REFUSED
     assert worst_exit_code([EXIT_OK, EXIT_OK]) == EXIT_OK
+
+
+@on_a_service
+def test_outbox_and_conflicts_work_on_the_target_named_and_ask_for_a_name_when_there_are_several(
+        tmp_path: Path, remote: RemoteRepo, service: Service, key_file: Path, agents: list[Agent],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    seed(remote)
+    config = write_config(tmp_path, remote, service.url, key_file)
+    agent = start(config, agents)
+    win = tmp_path / "windows-jobs" / "win.kit"
+    win.write_text(WINDOWS.replace('"windows"', '"edited by hand"'), encoding="utf-8")
+    agent.request_sync("test")
+    from gitsync.testing.waiting import wait_until
+
+    def waiting(name: str) -> list[str]:
+        capsys.readouterr()
+        assert main(["outbox", "--format", "json", "--target-name", name, "--config", str(config)]) == EXIT_OK
+        return [e["target"] for e in json.loads(capsys.readouterr().out)]
+
+    wait_until(lambda: waiting("windows") == ["win.kit"], timeout=30, what="the hand edit in the windows outbox")
+    assert waiting("linux") == []
+    assert main(["conflicts", "--format", "json", "--target-name", "windows", "--config", str(config)]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == []
+
+    capsys.readouterr()
+    assert main(["outbox", "--config", str(config)]) == EXIT_ERROR
+    assert "2 targets (linux, windows), each with its own outbox and conflicts: name one with --target-name NAME" \
+        in capsys.readouterr().err
+    assert main(["outbox", "--target-name", "mac", "--config", str(config)]) == EXIT_ERROR
+    assert "no target named 'mac'; the configuration has: linux, windows" in capsys.readouterr().err
