@@ -609,6 +609,15 @@ class GitMirror:
     def blob_sizes(self, blobs: list[str]) -> dict[str, int]:
         """Each blob's size from its header (`cat-file --batch-check`, one process): checked before any content
         is read, so a 300 MB blob never takes 300 MB of memory."""
+        sizes = {blob: size for blob, (_, size) in self._object_headers(blobs).items()}
+        missing = [b for b in blobs if b not in sizes]
+        if missing:
+            self._mark_for_repair()
+            raise MirrorCorrupt(f"git cat-file: object {missing[0]} is missing from the mirror {self.path}")
+        return sizes
+
+    def _object_headers(self, blobs: list[str]) -> dict[str, tuple[str, int]]:
+        """The type and size of each of `blobs` the mirror has (one process); missing ones are left out."""
         if not blobs:
             return {}
         import subprocess
@@ -618,16 +627,12 @@ class GitMirror:
             done = subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "--batch-check"],
                                   input="".join(f"{blob}\n" for blob in blobs).encode(), capture_output=True,
                                   env={**os.environ, **git_env(self.credentials)})
-        sizes: dict[str, int] = {}
+        headers: dict[str, tuple[str, int]] = {}
         for line in done.stdout.decode("utf-8", "replace").splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[2].isdigit():
-                sizes[parts[0]] = int(parts[2])
-        missing = [b for b in blobs if b not in sizes]
-        if missing:
-            self._mark_for_repair()
-            raise MirrorCorrupt(f"git cat-file: object {missing[0]} is missing from the mirror {self.path}")
-        return sizes
+                headers[parts[0]] = (parts[1], int(parts[2]))
+        return headers
 
     def read_blobs(self, blobs: list[str]) -> Iterator[tuple[str, bytes]]:
         """Many blobs through one `git cat-file --batch`: requests written by a thread while the answers are
@@ -870,21 +875,8 @@ class GitMirror:
 
     def blob_sizes_present(self, blobs: list[str]) -> dict[str, int]:
         """Like blob_sizes, but a missing object is -1 instead of an error (nothing is marked for repair)."""
-        if not blobs:
-            return {}
-        import subprocess
-
-        with _LOCK:
-            self._ensure_mirror()
-            done = subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "--batch-check"],
-                                  input="".join(f"{blob}\n" for blob in blobs).encode(), capture_output=True,
-                                  env={**os.environ, **git_env(self.credentials)})
-        sizes = dict.fromkeys(blobs, -1)
-        for line in done.stdout.decode("utf-8", "replace").splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[1] == "blob" and parts[2].isdigit() and parts[0] in sizes:
-                sizes[parts[0]] = int(parts[2])
-        return sizes
+        headers = self._object_headers(blobs)
+        return {blob: headers[blob][1] if headers.get(blob, ("", 0))[0] == "blob" else -1 for blob in blobs}
 
     def pack_all_loose(self) -> None:
         """git's own `loose-objects` maintenance task: every loose object, reachable or not, into one pack."""
