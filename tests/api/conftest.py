@@ -4,6 +4,7 @@ into it through the API."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -178,3 +179,43 @@ def free_port() -> int:
 def redis_store_lines(redis_url: str) -> str:
     return (f'store_class = "{farm.REDIS_STORE_CLASS}"\n'
             f'store_args.connection_string = "{redis_url}"\n')
+
+
+class ReplicaProcess:
+    """A real `gitsync run` replica with its own config file, port and log, for the HA failover tests."""
+
+    def __init__(self, root: Path, config_text: str, port: int) -> None:
+        root.mkdir(parents=True)
+        self.port = port
+        config = root / "gitsync.toml"
+        config.write_text(config_text + f'[server]\nlisten = "127.0.0.1:{port}"\n', encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GITSYNC_")}
+        self.log = root / "gitsync.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "gitsync", "run", "--config", str(config)],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def status(self) -> dict[str, Any] | None:
+        assert self.process.poll() is None, self.log.read_text()
+        try:
+            data: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/status", timeout=5,
+                                             trust_env=False).json()
+            return data
+        except (httpx.TransportError, ValueError):
+            return None
+
+    def role(self) -> object:
+        status = self.status()
+        return status and status["ha"]["role"]
+
+    def stop(self) -> None:
+        stop_process(self.process, grace=30)
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Any]]:
+    """Replicas a test starts, stopped at its end."""
+    made: list[Any] = []
+    yield made
+    for replica in made:
+        replica.stop()

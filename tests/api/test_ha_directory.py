@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
-import pytest
 import redis
 
 from gitsync.config import load_settings
 from gitsync.replica import Replica as InProcessReplica
 from gitsync.testing.repos import RemoteRepo, git
-from gitsync.testing.waiting import stop_process, wait_until
+from gitsync.testing.waiting import wait_until
 
-from .conftest import free_port
+from .conftest import ReplicaProcess, free_port
 
 TTL = 3.0
 LEASE = "test:directory-failover"
@@ -31,47 +25,14 @@ HELLO = '[job.hello]\njob_type = "base"\ncommand = "/bin/echo"\nargs = ["hi"]\n'
 RENDER = '[job.render]\njob_type = "base"\ncommand = "kit"\n'
 
 
-class Replica:
+class Replica(ReplicaProcess):
     def __init__(self, root: Path, shared: Path, remote: RemoteRepo, ha_url: str, *, state: Path | None = None) -> None:
-        root.mkdir(parents=True)
-        self.port = free_port()
-        config = root / "gitsync.toml"
-        config.write_text(
-            f'[repo]\nurl = "{remote.url}"\npath = "jobs"\n'
-            f'[target]\ndirectory = "{shared / "jobs"}"\n'
-            f'[state]\ndir = "{state or shared / "state"}"\n[sync]\ninterval = 3600\n'
-            f'[push]\nmode = "direct"\ndebounce = 0.5\n'
-            f'[ha]\nredis_url = "{ha_url}"\nlease_ttl = {TTL}\nkey = "{LEASE}"\n'
-            f'[server]\nlisten = "127.0.0.1:{self.port}"\n', encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GITSYNC_")}
-        self.log = root / "gitsync.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "gitsync", "run", "--config", str(config)],
-                                            env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def status(self) -> dict[str, Any] | None:
-        assert self.process.poll() is None, self.log.read_text()
-        try:
-            data: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/status", timeout=5,
-                                             trust_env=False).json()
-            return data
-        except (httpx.TransportError, ValueError):
-            return None
-
-    def role(self) -> object:
-        status = self.status()
-        return status and status["ha"]["role"]
-
-    def stop(self) -> None:
-        stop_process(self.process, grace=30)
-
-
-@pytest.fixture
-def replicas() -> Iterator[list[Replica]]:
-    made: list[Replica] = []
-    yield made
-    for replica in made:
-        replica.stop()
+        super().__init__(root,
+                         f'[repo]\nurl = "{remote.url}"\npath = "jobs"\n'
+                         f'[target]\ndirectory = "{shared / "jobs"}"\n'
+                         f'[state]\ndir = "{state or shared / "state"}"\n[sync]\ninterval = 3600\n'
+                         f'[push]\nmode = "direct"\ndebounce = 0.5\n'
+                         f'[ha]\nredis_url = "{ha_url}"\nlease_ttl = {TTL}\nkey = "{LEASE}"\n', free_port())
 
 
 def test_a_follower_takes_over_a_killed_leader_of_a_shared_directory_from_the_same_state(

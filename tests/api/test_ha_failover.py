@@ -5,66 +5,29 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 
 from gitsync.testing.repos import RemoteRepo
-from gitsync.testing.waiting import stop_process, wait_until
+from gitsync.testing.waiting import wait_until
 
-from .conftest import ServiceProcess, free_port, redis_store_lines, spawn_jobs_service
+from .conftest import ReplicaProcess, ServiceProcess, free_port, redis_store_lines, spawn_jobs_service
 from .test_api_target import HELLO, seed
 
 TTL = 3.0
 LEASE = "test:failover"
 
 
-class Replica:
+class Replica(ReplicaProcess):
     def __init__(self, root: Path, remote: RemoteRepo, service: ServiceProcess, key_file: Path, ha_url: str) -> None:
-        root.mkdir(parents=True)
-        self.port = free_port()
-        config = root / "gitsync.toml"
-        config.write_text(
-            f'[repo]\nurl = "{remote.url}"\npath = "jobs"\n'
-            f'[target]\nkind = "jobs-api"\nurl = "{service.url}"\napi_key_file = "{key_file}"\n'
-            f'[state]\ndir = "{root / "state"}"\n[sync]\ninterval = 3600\n[push]\nmode = "off"\n'
-            f'[ha]\nredis_url = "{ha_url}"\nlease_ttl = {TTL}\nkey = "{LEASE}"\n'
-            f'[server]\nlisten = "127.0.0.1:{self.port}"\n', encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GITSYNC_")}
-        self.log = root / "gitsync.log"
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "gitsync", "run", "--config", str(config)],
-                                            env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def status(self) -> dict[str, object] | None:
-        assert self.process.poll() is None, self.log.read_text()
-        try:
-            data: dict[str, object] = httpx.get(f"http://127.0.0.1:{self.port}/status", timeout=5,
-                                                trust_env=False).json()
-            return data
-        except httpx.TransportError:
-            return None
-
-    def role(self) -> object:
-        status = self.status()
-        return status and status["ha"]["role"]  # type: ignore[index]
-
-    def stop(self) -> None:
-        stop_process(self.process, grace=30)
-
-
-@pytest.fixture
-def replicas() -> Iterator[list[Replica]]:
-    made: list[Replica] = []
-    yield made
-    for replica in made:
-        replica.stop()
+        super().__init__(root,
+                         f'[repo]\nurl = "{remote.url}"\npath = "jobs"\n'
+                         f'[target]\nkind = "jobs-api"\nurl = "{service.url}"\napi_key_file = "{key_file}"\n'
+                         f'[state]\ndir = "{root / "state"}"\n[sync]\ninterval = 3600\n[push]\nmode = "off"\n'
+                         f'[ha]\nredis_url = "{ha_url}"\nlease_ttl = {TTL}\nkey = "{LEASE}"\n', free_port())
 
 
 def saves_received(service_log: Path) -> int:
