@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from gitsync import farm
+from gitsync.agent import Agent
 from gitsync.api_plan import Prune
 from gitsync.api_store import ApiRecord
 from gitsync.api_sync import ApiSyncer
@@ -219,3 +220,13 @@ def replicas() -> Iterator[list[Any]]:
     yield made
     for replica in made:
         replica.stop()
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    """In-process agents a test starts, stopped at its end unless the test stopped them."""
+    made: list[Agent] = []
+    yield made
+    for agent in made:
+        if not agent._stop.is_set():
+            agent.stop()

@@ -3,7 +3,7 @@ lost its lease saves nothing), in-process against the stand-in on its Redis stor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +17,6 @@ from gitsync.testing.repos import RemoteRepo
 
 from .conftest import Service
 from .test_api_target import HELLO, seed
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    made: list[Agent] = []
-    yield made
-    for agent in made:
-        if not agent._stop.is_set():
-            agent.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +34,6 @@ TIMEOUT = 20.0
 TOOLS = ('# Tools every agent runs\n\n'
          '[job.lint]\njob_type = "base"\ncommand = "ruff"  # the linter\nargs = ["check"]\n\n'
          '# formatting\n[job.fmt]\njob_type = "base"\ncommand = "ruff"\nargs = ["format"]\n')
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    made: list[Agent] = []
-    yield made
-    for agent in made:
-        if not agent._stop.is_set():
-            agent.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -47,15 +46,6 @@ def write_config(root: Path, remote: RemoteRepo, service_url: str, key_file: Pat
         f'include = ["windows/**", "shared/**"]\n{extra}', encoding="utf-8")
     (root / "windows-jobs").mkdir(exist_ok=True)
     return config
-
-
-@pytest.fixture
-def agents() -> Iterator[list[Agent]]:
-    made: list[Agent] = []
-    yield made
-    for agent in made:
-        if not agent._stop.is_set():
-            agent.stop()
 
 
 def start(config: Path, agents: list[Agent]) -> Agent:
