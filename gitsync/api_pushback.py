@@ -60,8 +60,8 @@ class ApiPushBack(PushBack):
         self.syncer = syncer
         self.client = syncer.target.client
         self.record = syncer.target.record
-        #: Runs right before every push; raises to stop (high availability: only the leader pushes).
-        self.guard: Callable[[], None] = guard or (lambda: None)
+        if guard is not None:  # PushBack._push runs it right before every push (HA: only the leader pushes)
+            self.guard = guard
         self._definitions: dict[str, dict[str, Wanted]] = {}
         self._reverting = False  # mode off and `outbox drop`: changes go to conflict branches only
 
@@ -173,10 +173,6 @@ class ApiPushBack(PushBack):
                 self.record.forget(entry.target)
             else:
                 self.record.saved(entry.target, Applied(repo_path or entry.repo_path or "", entry.local_blob))
-
-    def _push(self, sha: str, branch: str, *, force: bool = False) -> None:
-        self.guard()  # a replica that lost its HA lease pushes nothing
-        super()._push(sha, branch, force=force)
 
     def _place(self) -> str:
         return self.client.shown_url
