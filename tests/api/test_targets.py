@@ -17,6 +17,7 @@ from gitsync.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, main
 from gitsync.config import load_settings
 from gitsync.errors import ConfigError
 from gitsync.testing.repos import RemoteRepo
+from gitsync.testing.waiting import wait_until
 
 from .conftest import NO_WAIT, Service
 
@@ -284,7 +285,6 @@ def test_outbox_and_conflicts_work_on_the_target_named_and_ask_for_a_name_when_t
     win = tmp_path / "windows-jobs" / "win.kit"
     win.write_text(WINDOWS.replace('"windows"', '"edited by hand"'), encoding="utf-8")
     agent.request_sync("test")
-    from gitsync.testing.waiting import wait_until
 
     def waiting(name: str) -> list[str]:
         capsys.readouterr()
