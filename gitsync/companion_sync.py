@@ -8,7 +8,7 @@ are looked up. Either way the cost follows the folder or the change, never the r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gitsync import companion
@@ -36,17 +36,23 @@ class Companions:
 
 def work_out(mirror: GitMirror, state: State, head: str, records: Mapping[str, TreeRecord], invalid: set[str], *,
              whole: Iterable[str], files: Mapping[str, set[str]], max_size: int,
-             open_problems: Iterable[str] = ()) -> Companions:
+             open_problems: Iterable[str] = (), present_roots: Container[str] = ()) -> Companions:
     """`records`: every definition naming one of the folders (at `head`); `whole`: folders to work out whole;
     `files`: folder -> targets inside it to look up; `open_problems`: repo paths with stored problems (cleared
-    when under a folder worked out whole and no longer found)."""
+    when under a folder worked out whole and no longer found); `present_roots`: the named folders that exist in
+    `head` (the others land nothing: their definitions get a warning)."""
     out = Companions()
     by_folder = companion.roots_by_folder((p, r.folders) for p, r in records.items())
     whole = set(whole)
     listed: dict[str, TreeEntry] = {}
     wanted: dict[str, str] = {}  # target -> repo path
     for folder in sorted(whole | set(files)):
-        roots = by_folder.get(folder, {})
+        named = by_folder.get(folder, {})
+        roots = {r: kits for r, kits in named.items() if r in present_roots}
+        if folder in whole:
+            for root, kits in named.items():
+                if root not in present_roots:
+                    _missing(out, records, folder, root, (k for k in kits if k not in invalid))
         usable = {r: kits for r, kits in roots.items() if any(k not in invalid for k in kits)}
         if folder in whole:
             owned = state.owned_under(folder)
@@ -67,13 +73,6 @@ def work_out(mirror: GitMirror, state: State, head: str, records: Mapping[str, T
         root = next(iter(usable))
         if folder in whole:
             found = mirror.list_tree(head, root)
-            if not found and not mirror.path_exists(head, root):
-                for kit in usable[root]:
-                    line = dict(records[kit].folders)[folder]
-                    out.problems.setdefault(kit, []).append(Problem(
-                        kit, line, 1, "warning", f"companion folder '${{job}}/{folder}' ({root}) is not in the "
-                        "repository; Farm does not check, and the job runs without it",
-                        "add the folder beside the file, or remove the entry"))
         else:
             found = mirror.entries(head, (root + t[len(folder):] for t in targets))
         for repo_path, entry in found.items():
@@ -95,6 +94,15 @@ def work_out(mirror: GitMirror, state: State, head: str, records: Mapping[str, T
             continue
         out.desired[target] = Desired(repo_path, entry.blob, ())
     return out
+
+
+def _missing(out: Companions, records: Mapping[str, TreeRecord], folder: str, root: str, kits: Iterable[str]) -> None:
+    for kit in kits:
+        line = dict(records[kit].folders)[folder]
+        out.problems.setdefault(kit, []).append(Problem(
+            kit, line, 1, "warning", f"companion folder '${{job}}/{folder}' ({root}) is not in the "
+            "repository; Farm does not check, and the job runs without it",
+            "add the folder beside the file, or remove the entry"))
 
 
 def folders_of(records: Iterable[TreeRecord]) -> set[str]:

@@ -8,7 +8,7 @@ is written as `a.kit`. Two files with one base name, or two definitions with one
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,11 +86,15 @@ def from_report(repo_path: str, report: KitReport) -> Checked:
     return Checked(repo_path, report.names, tuple(p.at(repo_path) for p in report.problems), report.folders)
 
 
-def check_set(files: Iterable[Checked], changed: set[str] | None = None) -> dict[str, list[Problem]]:
+def check_set(files: Iterable[Checked], changed: set[str] | None = None,
+              present_roots: Container[str] | None = None) -> dict[str, list[Problem]]:
     """All problems per repo path, adding the cross-file ones.
 
     `changed` names the files that are new in this commit: a clash between a changed and an
     unchanged file is blamed on the changed one, so `on_invalid = "skip"` keeps the old file.
+    `present_roots`: the companion folders (their paths in git) that exist; only those can clash (NVIDIA's
+    own samples name ``${job}/exts`` folders they do not ship, so twenty folders of such files land nothing
+    and clash with nothing). None: every folder named exists.
     """
     files = list(files)
     result: dict[str, list[Problem]] = {f.repo_path: list(f.problems) for f in files}
@@ -110,16 +114,19 @@ def check_set(files: Iterable[Checked], changed: set[str] | None = None) -> dict
             where = "also in this file" if other == path else f"also defined in {other}"
             result[path].append(Problem(path, 1, 1, "error", f"job name {name!r} is {where}; Farm would keep only one",
                                         "rename or remove one of the definitions"))
-    _companion_clashes(files, by_target, changed, result)
+    _companion_clashes(files, by_target, changed, result, present_roots)
     return result
 
 
 def _companion_clashes(files: list[Checked], by_target: Mapping[str, list[str]], changed: set[str] | None,
-                       result: dict[str, list[Problem]]) -> None:
+                       result: dict[str, list[Problem]], present_roots: Container[str] | None) -> None:
     """Companion folders land beside the flattened files: two folders of one name from different repo folders,
     or a folder named like a definition file, would land on one path in the job directory."""
     lines = {(f.repo_path, folder): line for f in files for folder, line in f.folders}
-    for folder, roots in companion.roots_by_folder((f.repo_path, f.folders) for f in files).items():
+    for folder, named in companion.roots_by_folder((f.repo_path, f.folders) for f in files).items():
+        roots = {r: kits for r, kits in named.items() if present_roots is None or r in present_roots}
+        if not roots:
+            continue
         referrers = sorted(p for paths in roots.values() for p in paths)
         if len(roots) > 1:
             for path, other in _clashes(referrers, changed):

@@ -550,6 +550,12 @@ class GitMirror:
         except GitError:
             return False
 
+    def folders_present(self, commit: str, paths: Iterable[str]) -> set[str]:
+        """Which of `paths` are folders in `commit`: one `cat-file --batch-check` however many are asked."""
+        wanted = sorted({p for p in paths if p and "\n" not in p})
+        answers = self._batch_check([f"{commit}:{p}" for p in wanted])
+        return {p for p in wanted if answers.get(f"{commit}:{p}", "").split(" ")[1:2] == ["tree"]}
+
     def list_tree(self, commit: str, path: str) -> dict[str, TreeEntry]:
         """Every file under `path` in `commit`: repo path -> (mode, blob id)."""
         out = self._run("ls-tree", "ls-tree", "-r", "-z", "--full-tree", "--end-of-options", commit,

@@ -123,6 +123,7 @@ class Syncer:
         #: target.include as globs relative to repo.path (empty: every .kit file under it).
         self.include = settings.include
         self._other_changes: list[Change] = []  # changed files under repo.path that are not definitions
+        self._roots_seen: tuple[str, dict[str, bool]] = ("", {})  # (commit, companion root -> exists in it)
         self._check_state_matches_target()
 
     @classmethod
@@ -223,7 +224,8 @@ class Syncer:
         tree = {p: r for p, r in {**old_tree, **fresh}.items() if r is not None}
         owned = self.state.manifest()
         problems = defset.check_set((defset.Checked(p, r.names, r.problems, r.folders) for p, r in tree.items()),
-                                    changed=_not_in_place(tree, owned))
+                                    changed=_not_in_place(tree, owned),
+                                    present_roots=self._present_roots(head, tree.items()))
         side = self._companions(head, {p: r for p, r in tree.items() if r.folders}, problems,
                                 whole=companion_sync.folders_of(tree.values()) |
                                 {companion.folder_of(t) for t in owned if companion.is_companion_target(t)})
@@ -247,13 +249,26 @@ class Syncer:
                                                   and any(x.severity == "error" for x in found)}
         side = companion_sync.work_out(self.mirror, self.state, head, records, invalid,
                                        whole=whole, files=files or {}, max_size=self.settings.sync_max_file_size,
-                                       open_problems=stored)
+                                       open_problems=stored, present_roots=self._present_roots(head, records.items()))
         for path, found in side.problems.items():
             if path in records:
                 problems[path] = [*problems.get(path, []), *found]
             else:
                 problems[path] = found
         return side
+
+    def _present_roots(self, head: str, records: Iterable[tuple[str, TreeRecord]]) -> set[str]:
+        """The companion folders these definitions name that exist in `head` (one git process for those not
+        asked about before in this commit): a folder that is not in git lands nothing and clashes with nothing."""
+        roots = {companion.root(p, folder) for p, r in records for folder, _ in r.folders}
+        if self._roots_seen[0] != head:
+            self._roots_seen = (head, {})
+        known = self._roots_seen[1]
+        asked = roots - set(known)
+        if asked:
+            present = self.mirror.folders_present(head, asked)
+            known.update({r: r in present for r in asked})
+        return {r for r in roots if known[r]}
 
     def _prepare_change(self, head: str, applied: str | None, changes: list[Change],
                         fresh: Mapping[str, TreeRecord | None], force: bool, allow_mass_delete: bool) -> Prepared:
@@ -295,7 +310,8 @@ class Syncer:
         owned_judged = state.owned({defset.target_name(p) for p in judged})
         checked = defset.check_set((defset.Checked(p, tree[p].names, tree[p].problems, tree[p].folders)
                                     for p in judged),
-                                   changed=_not_in_place({p: tree[p] for p in judged}, owned_judged))
+                                   changed=_not_in_place({p: tree[p] for p in judged}, owned_judged),
+                                   present_roots=self._present_roots(head, ((p, tree[p]) for p in judged)))
         local = self.dirty()
         fingerprint: int | None = None
         drifted: set[str] = set()

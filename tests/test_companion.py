@@ -170,6 +170,34 @@ def test_a_companion_folder_missing_from_the_repository_is_a_warning(cli: Cli, r
     assert "jobs/render/exts" in problem["message"] and "Farm does not check" in problem["message"]
 
 
+def test_folders_of_one_name_missing_from_the_repository_clash_with_nothing(cli: Cli, remote: RemoteRepo) -> None:
+    """Found by the issue-10 benchmark: definitions in twenty folders each naming a ``${job}/exts`` none of them
+    ships were refused as a clash, so a repository of NVIDIA-style samples never synced."""
+    remote.commit({"jobs/render/render.kit": RENDER, "jobs/bake/bake.kit": kit("bake", extra=EXTS)},
+                  "two folders naming an exts folder neither ships")
+
+    ran = cli.sync()
+
+    assert ran.code == 0, ran.err
+    assert sorted(cli.files()) == ["bake.kit", "render.kit"]
+    problems = cli.status()["problems"]
+    assert sorted((p["path"], p["severity"]) for p in problems) == [
+        ("jobs/bake/bake.kit", "warning"), ("jobs/render/render.kit", "warning")]
+    assert all("is not in the repository" in p["message"] for p in problems)
+
+
+def test_a_shipped_folder_and_a_missing_one_of_the_same_name_do_not_clash(cli: Cli, remote: RemoteRepo) -> None:
+    render_repo(remote)
+    remote.commit({"jobs/bake/bake.kit": kit("bake", extra=EXTS)}, "names an exts folder it does not ship")
+
+    ran = cli.sync()
+
+    assert ran.code == 0, ran.err
+    assert "exts/omni.render/config/extension.toml" in cli.files() and "bake.kit" in cli.files()
+    (problem,) = cli.status()["problems"]
+    assert (problem["path"], problem["severity"]) == ("jobs/bake/bake.kit", "warning")
+
+
 def test_plan_shows_the_companion_files(cli: Cli, remote: RemoteRepo) -> None:
     render_repo(remote)
 
@@ -199,6 +227,18 @@ def test_validate_reports_a_companion_clash_and_a_missing_folder_at_file_and_lin
         [f"{bake}:7:1", "error"], [f"{render}:7:1", "error"], [f"{solo}:7:1", "warning"]]
     assert "both land as exts/" in lines[0] and render in lines[0]
     assert "does not exist beside this file" in lines[2]
+
+
+def test_validate_finds_no_clash_between_folders_that_do_not_exist(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("render", "bake"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.kit").write_text(kit(name, extra=EXTS), encoding="utf-8")
+
+    ran = gitsync(capsys, "validate", str(tmp_path))
+
+    assert ran.code == 0, ran.out
+    assert ran.out.count("does not exist beside this file") == 2 and "both land as" not in ran.out
 
 
 def test_an_apply_killed_half_way_is_recovered_and_the_companion_files_stay_gitsyncs(

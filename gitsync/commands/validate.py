@@ -27,7 +27,10 @@ def run(args: argparse.Namespace) -> int:
     with Progress():
         checked, extra = _check_all(args)
         progress.step("checking the set of definitions", len(checked))
-        problems = sorted(extra + [p for found in defset.check_set(checked).values() for p in found])
+        roots = {companion.root(c.repo_path, folder) for c in checked for folder, _ in c.folders}
+        present = {root for root in roots if Path(root).is_dir()}
+        problems = sorted(extra + [p for found in defset.check_set(checked, present_roots=present).values()
+                                   for p in found])
     return _report(args, checked, problems)
 
 
