@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -426,8 +427,22 @@ class Agent:
             m.conflict_branches.labels(name).set(len(conflicts))
             m.commit.labels(name).info({"applied": state.get("applied_commit") or "",
                                         "head": state.get("head_commit") or ""})
+        counts = _problem_counts(unit, result)
         for severity in ("error", "warning"):
-            m.problems.labels(severity, name).set(sum(p.severity == severity for p in result.problems))
+            m.problems.labels(severity, name).set(counts[severity])
+
+
+def _problem_counts(unit: Unit, result: SyncResult) -> Counter[str]:
+    """Problems by severity at the last commit looked at. A pull that judged only the changed files reports
+    theirs and the errors: the other files' are counted inside the state database, once per pull that judged
+    something (an idle cycle counts nothing again)."""
+    if result.judged is None or not isinstance(unit.syncer, Syncer):
+        return Counter(p.severity for p in result.problems)
+    if result.judged or result.result != "noop" or unit.problem_counts is None:
+        counts = Counter(unit.syncer.state.problem_counts(leaving_out=result.judged))
+        counts.update(p.severity for p in result.problems if p.path in result.judged)
+        unit.problem_counts = counts
+    return unit.problem_counts
 
 
 def _newest_conflict(conflicts: list[dict[str, Any]]) -> float:

@@ -8,7 +8,7 @@ are looked up. Either way the cost follows the folder or the change, never the r
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from gitsync import companion
@@ -36,11 +36,12 @@ class Companions:
 
 def work_out(mirror: GitMirror, state: State, head: str, records: Mapping[str, TreeRecord], invalid: set[str], *,
              whole: Iterable[str], files: Mapping[str, set[str]], max_size: int,
-             open_problems: Iterable[str] = (), present_roots: Container[str] = ()) -> Companions:
+             problems_under: Callable[[Iterable[str]], frozenset[str]] = lambda roots: frozenset(),
+             present_roots: Container[str] = ()) -> Companions:
     """`records`: every definition naming one of the folders (at `head`); `whole`: folders to work out whole;
-    `files`: folder -> targets inside it to look up; `open_problems`: repo paths with stored problems (cleared
-    when under a folder worked out whole and no longer found); `present_roots`: the named folders that exist in
-    `head` (the others land nothing: their definitions get a warning)."""
+    `files`: folder -> targets inside it to look up; `problems_under`: the repo paths with stored problems inside
+    some folders (cleared when under a folder worked out whole and no longer found); `present_roots`: the named
+    folders that exist in `head` (the others land nothing; see `missing_folder_problems`)."""
     out = Companions()
     by_folder = companion.roots_by_folder((p, r.folders) for p, r in records.items())
     whole = set(whole)
@@ -49,16 +50,12 @@ def work_out(mirror: GitMirror, state: State, head: str, records: Mapping[str, T
     for folder in sorted(whole | set(files)):
         named = by_folder.get(folder, {})
         roots = {r: kits for r, kits in named.items() if r in present_roots}
-        if folder in whole:
-            for root, kits in named.items():
-                if root not in present_roots:
-                    _missing(out, records, folder, root, (k for k in kits if k not in invalid))
         usable = {r: kits for r, kits in roots.items() if any(k not in invalid for k in kits)}
         if folder in whole:
             owned = state.owned_under(folder)
             out.scope |= set(owned)
-            for old_root in {companion.root(o.repo_path, folder) for o in owned.values()} | set(roots):
-                out.problems.update({p: [] for p in open_problems if p.startswith(old_root + "/")})
+            old_roots = {companion.root(o.repo_path, folder) for o in owned.values()} | set(roots)
+            out.problems.update({p: [] for p in problems_under(old_roots)})
         targets = set(files.get(folder, ()))
         out.scope |= targets
         if len(roots) > 1 or (roots and not usable):
@@ -96,13 +93,20 @@ def work_out(mirror: GitMirror, state: State, head: str, records: Mapping[str, T
     return out
 
 
-def _missing(out: Companions, records: Mapping[str, TreeRecord], folder: str, root: str, kits: Iterable[str]) -> None:
-    for kit in kits:
-        line = dict(records[kit].folders)[folder]
-        out.problems.setdefault(kit, []).append(Problem(
-            kit, line, 1, "warning", f"companion folder '${{job}}/{folder}' ({root}) is not in the "
-            "repository; Farm does not check, and the job runs without it",
-            "add the folder beside the file, or remove the entry"))
+def missing_folder_problems(records: Mapping[str, TreeRecord],
+                            present_roots: Container[str]) -> dict[str, list[Problem]]:
+    """Pure: a warning on each definition for each ``${job}`` folder it names that is not in the commit (NVIDIA's
+    own samples name folders they do not ship; Farm does not check, the job runs without it)."""
+    found: dict[str, list[Problem]] = {}
+    for kit, record in records.items():
+        for folder, line in record.folders:
+            root = companion.root(kit, folder)
+            if root not in present_roots:
+                found.setdefault(kit, []).append(Problem(
+                    kit, line, 1, "warning", f"companion folder '${{job}}/{folder}' ({root}) is not in the "
+                    "repository; Farm does not check, and the job runs without it",
+                    "add the folder beside the file, or remove the entry"))
+    return found
 
 
 def folders_of(records: Iterable[TreeRecord]) -> set[str]:

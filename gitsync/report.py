@@ -40,7 +40,7 @@ def status_report(settings: Settings, state: State) -> dict[str, Any]:
         "owned_files": sum(1 for t in manifest if "/" not in t),  # definition files
         "companion_files": sum(1 for t in manifest if "/" in t),  # files in ${job} companion folders
         "definitions": sum(len(o.names) for o in manifest.values()),
-        "problems": state.get("problems", []),
+        "problems": state.current_problems(),
         "findings": state.get("findings", []),
         "recovered": state.get("recovered"),
     }

@@ -71,6 +71,10 @@ CREATE TABLE IF NOT EXISTS tree_targets (
 CREATE INDEX IF NOT EXISTS tree_targets_by_path ON tree_targets (repo_path);
 -- Every problem of the applied tree (a file's own and the cross-file ones) for the few files that have any.
 CREATE TABLE IF NOT EXISTS tree_problems (repo_path TEXT PRIMARY KEY, problems TEXT NOT NULL);
+-- The rows holding an error (json.dumps writes "severity": "error" exactly so; a message cannot, being escaped):
+-- a one-file change reads the few files that stop a commit, not the thousands with a warning.
+CREATE INDEX IF NOT EXISTS tree_problems_errors ON tree_problems (repo_path)
+    WHERE instr(problems, '"severity": "error"') > 0;
 -- What check_kit said about a blob under one set of rules; problems carry no path (added on use). Survives
 -- refused commits, renames and switching rules back and forth.
 CREATE TABLE IF NOT EXISTS validation (
@@ -84,6 +88,7 @@ CREATE TABLE IF NOT EXISTS tree_folders (
     folder TEXT NOT NULL, root TEXT NOT NULL, repo_path TEXT NOT NULL, line INTEGER NOT NULL,
     PRIMARY KEY (folder, repo_path)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tree_folders_by_root ON tree_folders (root);
+CREATE INDEX IF NOT EXISTS tree_folders_by_folder_root ON tree_folders (folder, root);
 CREATE INDEX IF NOT EXISTS tree_folders_by_path ON tree_folders (repo_path);
 -- .kit files in the target gitsync does not own, remembered by stat so they are parsed again only on change.
 CREATE TABLE IF NOT EXISTS foreign_files (
@@ -341,6 +346,20 @@ class State:
             found.setdefault(folder, []).append(path)
         return found
 
+    def root_representatives(self, folders: Iterable[str]) -> frozenset[str]:
+        """One definition naming each (companion folder, folder in git) pair of these folders: what a clash
+        between folders in git needs, without the thousands of definitions that may name one folder."""
+        found: list[str] = []
+        with self._lock:
+            for folder in sorted(set(folders)):  # one index seek per root, however many definitions name it
+                after = ""
+                while (row := self._db.execute(
+                        "SELECT root, repo_path FROM tree_folders INDEXED BY tree_folders_by_folder_root "
+                        "WHERE folder = ? AND root > ? ORDER BY root LIMIT 1", (folder, after)).fetchone()):
+                    after = row[0]
+                    found.append(row[1])
+        return frozenset(found)
+
     def folders_rooted(self, roots: Iterable[str]) -> dict[str, str]:
         """Companion root (a folder's path in git) -> its target folder name, for the stored roots given."""
         return {root: folder for root, folder in
@@ -360,6 +379,56 @@ class State:
         with self._lock:
             rows = self._db.execute("SELECT repo_path, problems FROM tree_problems").fetchall()
         return {path: tuple(from_dict(p) for p in json.loads(probs)) for path, probs in rows}
+
+    def problem_paths(self) -> frozenset[str]:
+        """Every repo path with a stored problem (keys only: nothing decoded)."""
+        with self._lock:
+            return frozenset(row[0] for row in self._db.execute("SELECT repo_path FROM tree_problems"))
+
+    def problems_of(self, paths: Iterable[str]) -> dict[str, tuple[Problem, ...]]:
+        """The stored problems of some repo paths (paths without any are left out)."""
+        rows = self._select_in("SELECT repo_path, problems FROM tree_problems WHERE repo_path IN ({})", paths)
+        return {path: tuple(from_dict(p) for p in json.loads(probs)) for path, probs in rows}
+
+    def error_problems(self) -> dict[str, tuple[Problem, ...]]:
+        """The stored problems of the files that have an error (through the partial index: warnings unread)."""
+        with self._lock:
+            rows = self._db.execute("SELECT repo_path, problems FROM tree_problems "
+                                    "WHERE instr(problems, '\"severity\": \"error\"') > 0").fetchall()
+        found = {path: tuple(from_dict(p) for p in json.loads(probs)) for path, probs in rows}
+        return {path: probs for path, probs in found.items() if any(p.severity == "error" for p in probs)}
+
+    def problem_paths_under(self, roots: Iterable[str]) -> frozenset[str]:
+        """Repo paths with stored problems inside these folders (a range over the primary key per folder)."""
+        found: list[str] = []
+        with self._lock:
+            for root in set(roots):
+                found += (row[0] for row in self._db.execute(
+                    "SELECT repo_path FROM tree_problems WHERE repo_path >= ? AND repo_path < ?",
+                    (root + "/", root + "0")))
+        return frozenset(found)
+
+    def problem_counts(self, leaving_out: Iterable[str] = ()) -> dict[str, int]:
+        """Stored problems by severity, counted inside SQLite (no row decoded here), leaving some paths out."""
+        left = sorted(set(leaving_out))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT json_extract(j.value, '$.severity'), COUNT(*) "
+                "FROM tree_problems, json_each(tree_problems.problems) AS j "
+                f"WHERE repo_path NOT IN ({', '.join('?' * len(left))}) GROUP BY 1", left).fetchall()
+        return {str(severity): int(count) for severity, count in rows}
+
+    def current_problems(self) -> list[dict[str, Any]]:
+        """Every problem at the last commit looked at, for status: the applied tree's stored problems, with the
+        paths the last pull judged (meta "problems_looked") replaced by what it found (meta "problems")."""
+        looked = self.get("problems_looked")
+        latest = list(self.get("problems", []))
+        if looked is None:  # the last pull judged everything (or a jobs-api target): its list is complete
+            return latest
+        judged = set(looked)
+        merged = [p for path, found in self.open_problems().items() if path not in judged for p in found]
+        merged += [from_dict(p) for p in latest if p["path"] in judged]
+        return [dict(p.__dict__) for p in sorted(merged)]
 
     def has_tree(self) -> bool:
         with self._lock:

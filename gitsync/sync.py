@@ -70,6 +70,9 @@ class Prepared:
     fingerprint: int | None = None
     #: target -> its stat key when looked at (None: it did not exist; `UNKNOWN`: it existed, not as a file looked at)
     looked: Mapping[str, str | None] = field(default_factory=dict)
+    #: The repo paths whose problems were worked out again; `problems` then holds theirs and every error, not the
+    #: warnings of the other files (State.current_problems merges). None: `problems` lists everything.
+    judged: frozenset[str] | None = None
 
 
 @dataclass
@@ -84,6 +87,8 @@ class SyncResult:
     message: str = ""
     duration: float = 0.0
     failures: list[StepFailure] = field(default_factory=list)  # steps of the cycle that failed
+    #: See Prepared.judged: the paths `problems` is complete for, when it does not list every file's.
+    judged: frozenset[str] | None = None
     pulled: Result | None = None  # what the pull did when another step's failure made the cycle an "error"
 
     @property
@@ -223,9 +228,11 @@ class Syncer:
         """Everything checked and planned: the first sync, and after the rules changed."""
         tree = {p: r for p, r in {**old_tree, **fresh}.items() if r is not None}
         owned = self.state.manifest()
+        present = self._present_roots(head, tree.items())
         problems = defset.check_set((defset.Checked(p, r.names, r.problems, r.folders) for p, r in tree.items()),
-                                    changed=_not_in_place(tree, owned),
-                                    present_roots=self._present_roots(head, tree.items()))
+                                    changed=_not_in_place(tree, owned), present_roots=present)
+        for path, found in companion_sync.missing_folder_problems(tree, present).items():
+            problems[path] += found
         side = self._companions(head, {p: r for p, r in tree.items() if r.folders}, problems,
                                 whole=companion_sync.folders_of(tree.values()) |
                                 {companion.folder_of(t) for t in owned if companion.is_companion_target(t)})
@@ -235,7 +242,7 @@ class Syncer:
         foreign = self._refresh_foreign(seen, owned, tree, set(seen) | set(self.state.foreign_files()))[0]
         plan, refusal = self._plan(tree, problems, owned, seen, foreign, force, allow_mass_delete,
                                    lambda: sum(1 for t in owned if not companion.is_companion_target(t)), side)
-        stale = {path: () for path in self.state.open_problems() if path not in tree and path not in problems}
+        stale = {path: () for path in self.state.problem_paths() if path not in tree and path not in problems}
         return Prepared(head, applied, tuple(changes), tree, _flat(problems), frozenset(defset.error_paths(problems)),
                         plan, refusal, seen, frozenset(tree) | set(old_tree) | set(fresh),
                         {**stale, **{path: tuple(found) for path, found in problems.items()}})
@@ -244,12 +251,12 @@ class Syncer:
                     whole: Iterable[str], files: Mapping[str, set[str]] | None = None) -> companion_sync.Companions:
         """The companion folders' part of the plan; their problems are merged into `problems`. A folder named only
         by invalid definitions (now, or held from an earlier commit) keeps its last good files."""
-        stored = self.state.open_problems()
-        invalid = defset.error_paths(problems) | {p for p, found in stored.items() if p not in problems
-                                                  and any(x.severity == "error" for x in found)}
+        stored = self.state.problems_of(p for p in records if p not in problems)
+        invalid = defset.error_paths(problems) | defset.error_paths({p: list(found) for p, found in stored.items()})
         side = companion_sync.work_out(self.mirror, self.state, head, records, invalid,
                                        whole=whole, files=files or {}, max_size=self.settings.sync_max_file_size,
-                                       open_problems=stored, present_roots=self._present_roots(head, records.items()))
+                                       problems_under=self.state.problem_paths_under,
+                                       present_roots=self._present_roots(head, records.items()))
         for path, found in side.problems.items():
             if path in records:
                 problems[path] = [*problems.get(path, []), *found]
@@ -282,7 +289,10 @@ class Syncer:
             missing = {p for p in paths if p not in tree and p not in fresh}
             tree.update(state.tree_rows(missing))
 
-        def group_members(records: Iterable[tuple[str, TreeRecord]]) -> set[str]:
+        def group_members(records: Iterable[tuple[str, TreeRecord]], everyone_naming: set[str]) -> set[str]:
+            """The stored files that share a job name or a landing place with `records`. For a companion folder
+            in `everyone_naming` every definition naming it; for the others one per folder in git (root) naming
+            it, enough to judge a clash between roots."""
             names: set[str] = set()
             targets: set[str] = set()
             folders: set[str] = set()
@@ -293,25 +303,36 @@ class Syncer:
             stored = {p for found in state.paths_named(names).values() for p in found}
             # a companion folder lands where a definition file of its name does, and the other way round
             stored |= {p for found in state.paths_landing(targets | folders).values() for p in found}
-            stored |= {p for found in state.paths_referencing(targets | folders).values() for p in found}
+            stored |= {p for found in state.paths_referencing(targets | (folders & everyone_naming)).values()
+                       for p in found}
+            stored |= state.root_representatives(folders - everyone_naming)
             return {p for p in stored if fresh.get(p, True) is not None}  # not the ones deleted now
 
+        # Companion folders whose naming changed (a definition naming them added, removed or renamed, or naming
+        # another folder now) or that gained or lost files in git are worked out whole, and every definition
+        # naming them is judged again (clashes between folders, a folder appearing or going). A definition edited
+        # without touching its ${job} entries changes nothing about its folders.
+        moved = {folder for path in fresh for folder in _folder_names(old.get(path)) ^ _folder_names(fresh[path])}
+        whole, files = self._companion_changes(moved)
         # A: files whose problems may change; B: every file sharing a name with one of A, to judge A completely.
-        affected = set(tree) | group_members([*old.items(), *tree.items()])
-        # Companion folders a changed definition names or named, or that lost files, are worked out whole; the
-        # definitions naming them are judged again (missing folder, clashes).
-        whole, files = self._companion_changes(companion_sync.folders_of([*old.values(), *tree.values()]))
+        affected = set(tree) | group_members([*old.items(), *tree.items()], whole)
         affected |= {p for found in state.paths_referencing(whole).values() for p in found
                      if fresh.get(p, True) is not None}
         load(affected)
-        whole |= companion_sync.folders_of(tree[p] for p in affected)
-        judged = affected | group_members((p, tree[p]) for p in affected)
+        judged = affected | group_members(((p, tree[p]) for p in affected), whole)
         load(judged)
         owned_judged = state.owned({defset.target_name(p) for p in judged})
+        present = self._present_roots(head, ((p, tree[p]) for p in judged))
         checked = defset.check_set((defset.Checked(p, tree[p].names, tree[p].problems, tree[p].folders)
                                     for p in judged),
                                    changed=_not_in_place({p: tree[p] for p in judged}, owned_judged),
-                                   present_roots=self._present_roots(head, ((p, tree[p]) for p in judged)))
+                                   present_roots=present)
+        for path, found in companion_sync.missing_folder_problems({p: tree[p] for p in affected}, present).items():
+            checked[path] += found
+        # A definition that turns valid or invalid decides whether its folders' files move: those are planned.
+        stored_errors = defset.error_paths({p: list(f) for p, f in state.problems_of(affected).items()})
+        flipped = {p for p in affected if (p in stored_errors) != any(x.severity == "error" for x in checked[p])}
+        whole |= companion_sync.folders_of(tree[p] for p in flipped)
         local = self.dirty()
         fingerprint: int | None = None
         drifted: set[str] = set()
@@ -341,7 +362,7 @@ class Syncer:
         side = self._companions(head, {p: tree[p] for p in naming | affected if p in tree and tree[p].folders},
                                 with_problems, whole=whole, files=files)
         path_problems = {p: tuple(found) for p, found in with_problems.items()}
-        problems = {p: list(found) for p, found in state.open_problems().items()}
+        problems = {p: list(found) for p, found in state.error_problems().items()}  # what stops the commit
         problems.update({p: list(found) for p, found in path_problems.items()})
         problems = {p: found for p, found in problems.items() if found}
 
@@ -381,7 +402,7 @@ class Syncer:
                                    state.owned_count, side)
         return Prepared(head, applied, tuple(changes), tree, _flat(problems), frozenset(defset.error_paths(problems)),
                         plan, refusal, seen, frozenset(fresh), path_problems, fingerprint,
-                        self._looked(scope, seen) if fingerprint is not None else {})
+                        self._looked(scope, seen) if fingerprint is not None else {}, frozenset(path_problems))
 
     def _plan(self, tree: Mapping[str, TreeRecord], problems: Mapping[str, list[Problem]],
               owned: Mapping[str, Owned], seen: Mapping[str, Seen], foreign: Mapping[str, str], force: bool,
@@ -545,7 +566,8 @@ class Syncer:
         return [c for c in changes if _valid_name(c.path)], old_tree
 
     def _companion_changes(self, named: set[str]) -> tuple[set[str], dict[str, set[str]]]:
-        """Companion folders to work out whole (those `named` by changed definitions, and those that lost a file)
+        """Companion folders to work out whole (those `named` by changed definitions, and those that gained or lost
+        a file)
         and, for the rest, the targets of the files that changed in git, found through the stored roots."""
         whole, files = set(named), dict[str, set[str]]()
         others = self._other_changes
@@ -555,7 +577,7 @@ class Syncer:
                 folder = rooted.get(root)
                 if folder is None:
                     continue
-                if change.blob is None:
+                if change.blob is None or change.status == "A":  # the folder may appear or go: judged again
                     whole.add(folder)
                 else:
                     files.setdefault(folder, set()).add(companion.target_of(folder, root, change.path))
@@ -684,7 +706,7 @@ class Syncer:
 
     def _apply(self, p: Prepared) -> SyncResult:
         base = SyncResult("noop", head=p.head, applied=p.applied, problems=list(p.problems),
-                          findings=list(p.plan.findings))
+                          findings=list(p.plan.findings), judged=p.judged)
         if p.invalid and self.settings.sync_on_invalid == "refuse":
             errors = [x for x in p.problems if x.severity == "error"]
             base.result = "invalid"
@@ -808,7 +830,8 @@ def status_fields(r: SyncResult, wall: float, state: State, mirror: GitMirror, *
         "head_commit": r.head or state.get("head_commit"),
         "consecutive_failures": 0 if r.ok else int(state.get("consecutive_failures", 0)) + 1}
     if r.head is not None:  # the pull reached git: what it found about the definitions is news
-        meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings])
+        meta.update(problems=problems_json(r.problems), findings=[f.__dict__ for f in r.findings],
+                    problems_looked=sorted(r.judged) if r.judged is not None else None)
     if r.ok:
         meta["last_success_at"] = wall
     if r.applied_now or (r.ok and state.get("applied_at") is None):
@@ -858,6 +881,10 @@ def _names(p: Prepared, repo_path: str) -> tuple[str, ...]:
     """A written file's job names (a companion file has none)."""
     record = p.tree.get(repo_path)
     return record.names if record is not None else ()
+
+
+def _folder_names(record: TreeRecord | None) -> set[str]:
+    return {folder for folder, _ in record.folders} if record is not None else set()
 
 
 def _flat(problems: Mapping[str, list[Problem]]) -> tuple[Problem, ...]:

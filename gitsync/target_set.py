@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,6 +131,7 @@ class Unit:
     debouncer: Debouncer | None = None
     last_result: SyncResult | None = None
     conflicts_seen: float = 0.0
+    problem_counts: Counter[str] | None = None  # by severity, kept while a pull judges nothing new
     tracebacks: set[str] = field(default_factory=set)
 
     @property
