@@ -245,6 +245,11 @@ class State:
                 "WHERE applied IS NULL OR applied != base").fetchall()
         return [row[0] for row in rows]
 
+    def shrink_memory(self) -> None:
+        """Hand SQLite's page cache back: a sync over thousands of rows fills it, and an idle agent never needs it."""
+        with self._lock:
+            self._db.execute("PRAGMA shrink_memory")
+
     def checkpoint(self) -> int:
         """Fold the write-ahead log into the database and truncate it (SQLite's automatic checkpoints never
         shrink the file); returns the WAL's size in bytes afterwards. A reader holding an old snapshot

@@ -289,10 +289,11 @@ class Syncer:
             missing = {p for p in paths if p not in tree and p not in fresh}
             tree.update(state.tree_rows(missing))
 
-        def group_members(records: Iterable[tuple[str, TreeRecord]], everyone_naming: set[str]) -> set[str]:
-            """The stored files that share a job name or a landing place with `records`. For a companion folder
-            in `everyone_naming` every definition naming it; for the others one per folder in git (root) naming
-            it, enough to judge a clash between roots."""
+        def group_members(records: Iterable[tuple[str, TreeRecord]],
+                          everyone_naming: set[str]) -> tuple[set[str], frozenset[str]]:
+            """The stored files that share a job name or a landing place with `records`, with every definition
+            naming a companion folder in `everyone_naming`; and, for their other folders, one definition per folder
+            in git (root) naming it: enough to judge a clash between roots, and judged only for that."""
             names: set[str] = set()
             targets: set[str] = set()
             folders: set[str] = set()
@@ -305,8 +306,8 @@ class Syncer:
             stored |= {p for found in state.paths_landing(targets | folders).values() for p in found}
             stored |= {p for found in state.paths_referencing(targets | (folders & everyone_naming)).values()
                        for p in found}
-            stored |= state.root_representatives(folders - everyone_naming)
-            return {p for p in stored if fresh.get(p, True) is not None}  # not the ones deleted now
+            kept = {p for p in stored if fresh.get(p, True) is not None}  # not the ones deleted now
+            return kept, state.root_representatives(folders - everyone_naming)
 
         # Companion folders whose naming changed (a definition naming them added, removed or renamed, or naming
         # another folder now) or that gained or lost files in git are worked out whole, and every definition
@@ -315,11 +316,13 @@ class Syncer:
         moved = {folder for path in fresh for folder in _folder_names(old.get(path)) ^ _folder_names(fresh[path])}
         whole, files = self._companion_changes(moved)
         # A: files whose problems may change; B: every file sharing a name with one of A, to judge A completely.
-        affected = set(tree) | group_members([*old.items(), *tree.items()], whole)
+        members, _ = group_members([*old.items(), *tree.items()], whole)
+        affected = set(tree) | members
         affected |= {p for found in state.paths_referencing(whole).values() for p in found
                      if fresh.get(p, True) is not None}
         load(affected)
-        judged = affected | group_members(((p, tree[p]) for p in affected), whole)
+        members, representatives = group_members(((p, tree[p]) for p in affected), whole)
+        judged = affected | members | {p for p in representatives if fresh.get(p, True) is not None}
         load(judged)
         owned_judged = state.owned({defset.target_name(p) for p in judged})
         present = self._present_roots(head, ((p, tree[p]) for p in judged))
@@ -685,6 +688,7 @@ class Syncer:
                     result = self._apply(prepared)
                 if len(prepared.touched) > _RELEASE_AFTER:
                     del prepared
+                    self.state.shrink_memory()
                     _release_memory()
         except (GitError, ConfigError, TargetError, StateError) as exc:
             result = SyncResult("error", applied=applied, message=str(exc))

@@ -186,6 +186,20 @@ def test_folders_of_one_name_missing_from_the_repository_clash_with_nothing(cli:
     assert all("is not in the repository" in p["message"] for p in problems)
 
 
+def test_sync_once_prints_the_warnings_of_the_files_a_commit_changed_not_every_files(
+        cli: Cli, remote: RemoteRepo) -> None:
+    """A CronJob running every minute printed every open warning of the repository on each run."""
+    remote.commit({f"jobs/{g}/{g}.kit": kit(g, extra=EXTS) for g in ("render", "bake", "check")}, "three folders")
+    assert cli.sync().err.count("is not in the repository") == 3
+
+    remote.commit({"jobs/bake/bake.kit": kit("bake", args=("again",), extra=EXTS)}, "one file")
+    ran = cli.sync()
+
+    assert ran.code == 0, ran.err
+    assert [line.split(":")[0] for line in ran.err.splitlines() if "warning" in line] == ["jobs/bake/bake.kit"]
+    assert len(cli.status()["problems"]) == 3  # status still lists every file's
+
+
 def test_a_shipped_folder_and_a_missing_one_of_the_same_name_do_not_clash(cli: Cli, remote: RemoteRepo) -> None:
     render_repo(remote)
     remote.commit({"jobs/bake/bake.kit": kit("bake", extra=EXTS)}, "names an exts folder it does not ship")
