@@ -137,6 +137,11 @@ class TreeEntry:
     blob: str
 
 
+#: Every fetch: `_run`'s name for it, then git's arguments. --no-auto-maintenance: gitsync keeps the mirror
+#: itself (maintenance.py), between cycles, never as a second process inside every fetch.
+_FETCH = ("fetch", "fetch", "--no-tags", "--quiet", "--no-auto-maintenance")
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One file changed between two commits; `blob` is None for a deletion."""
@@ -196,6 +201,9 @@ class GitMirror:
         self._repo: Any = None
         #: (older, newer) pairs found not to be ancestors with the whole history at hand (see is_ancestor).
         self._not_ancestor: set[tuple[str, str]] = set()
+        #: Commits an answer in this fetch showed present (an ancestry check needs both): has_commit asks git only
+        #: about others. Cleared by every fetch, so maintenance between cycles can never make it wrong.
+        self._present: set[str] = set()
 
     # -- plumbing -------------------------------------------------------------------------------
     @contextmanager
@@ -316,6 +324,7 @@ class GitMirror:
     # -- remote ---------------------------------------------------------------------------------
     def fetch(self) -> str:
         """Fetch the branch and return its head commit; clear errors for empty repos and missing branches."""
+        self._present.clear()
         with _LOCK:
             if (self.path / _REPAIR_MARKER).exists():
                 self._reclone("an earlier git call found it corrupt")
@@ -328,7 +337,7 @@ class GitMirror:
 
     def _fetch_head(self) -> str:
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", *self._depth(), "--", self.url,
+            self._run(*_FETCH, *self._depth(), "--", self.url,
                       f"+refs/heads/{self.branch}:{REMOTE_REF}", network=True)
         except GitError as exc:
             if "couldn't find remote ref" not in exc.detail:
@@ -348,6 +357,8 @@ class GitMirror:
                          f"{ref}^{{commit}}").strip()
 
     def has_commit(self, sha: str) -> bool:
+        if sha in self._present:
+            return True
         try:
             self._run("cat-file", "cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}")
             return True
@@ -379,6 +390,7 @@ class GitMirror:
                 self.deepen(step)
             view, cut = self._real_view()
             if self._exit_code(*view, "merge-base", "--is-ancestor", "--end-of-options", older, newer)[0] == 0:
+                self._present.update((older, newer))
                 return True
             if not self._history_cut(newer, view, cut):
                 if len(self._not_ancestor) > 1000:
@@ -498,7 +510,7 @@ class GitMirror:
         how = f"--deepen={max(1, self.depth) * factor}" if factor else "--unshallow"
         log.info("deepening the shallow mirror of %s (%s): an answer needs older history", self.branch, how)
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", how, "--", self.url,
+            self._run(*_FETCH, how, "--", self.url,
                       f"+refs/heads/{self.branch}:{REMOTE_REF}", network=True)
         except GitError as exc:
             # --unshallow on a complete repository ("on a complete repository does not make sense")
@@ -773,7 +785,7 @@ class GitMirror:
     def fetch_branch(self, branch: str, ref: str) -> str | None:
         """Fetch another branch (a PR or conflict branch) into `ref`; None when it does not exist."""
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", *self._depth(), "--", self.url,
+            self._run(*_FETCH, *self._depth(), "--", self.url,
                       f"+refs/heads/{branch}:{ref}",
                       network=True)
         except GitError as exc:
@@ -786,7 +798,7 @@ class GitMirror:
     def fetch_tag(self, tag: str) -> str | None:
         """Fetch one tag into PINNED_REF; the commit it points at, or None when the remote has no such tag."""
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", *self._depth(), "--", self.url,
+            self._run(*_FETCH, *self._depth(), "--", self.url,
                       f"+refs/tags/{tag}:{PINNED_REF}",
                       network=True)
         except GitError as exc:
@@ -798,7 +810,7 @@ class GitMirror:
     def fetch_commit(self, sha: str) -> bool:
         """Fetch one commit by its full id (servers allow this for reachable commits); False if refused."""
         try:
-            self._run("fetch", "fetch", "--no-tags", "--quiet", *self._depth(), "--", self.url, sha, network=True)
+            self._run(*_FETCH, *self._depth(), "--", self.url, sha, network=True)
         except GitError:
             return False
         return self.has_commit(sha)
@@ -855,6 +867,7 @@ class GitMirror:
         `gc --auto` runs it), then delete unreachable loose objects older than the grace period. Started on
         gitsync's exact count rather than git's `gc --auto` estimate (one of 256 object folders), which
         misses small mirrors."""
+        self._present.clear()  # what it prunes is no longer known present
         self._run("repack", "repack", "-d", "-l", "-q", "--no-write-bitmap-index")
         self._run("prune", "prune", f"--expire={max(0, int(prune_grace))}.seconds.ago")
 
@@ -886,6 +899,7 @@ class GitMirror:
 
     def pack_all_loose(self) -> None:
         """git's own `loose-objects` maintenance task: every loose object, reachable or not, into one pack."""
+        self._present.clear()  # what it prunes is no longer known present
         self._run("maintenance", "maintenance", "run", "--task=loose-objects", "--quiet")
 
     def gc(self, *, prune_grace: float) -> None:
@@ -893,6 +907,7 @@ class GitMirror:
         older ones deleted. Both commands run in the foreground under the one git lock, so they never overlap
         a fetch or a push; git's repack and gc are safe to interrupt (packs are written to temporary files
         and renamed, objects are deleted only once they are packed)."""
+        self._present.clear()  # what it prunes is no longer known present
         self._run("gc", "-c", "gc.autoDetach=false", "-c", "gc.worktreePruneExpire=now", "gc", "--quiet", "--cruft",
                   f"--prune={max(0, int(prune_grace))}.seconds.ago")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -113,7 +114,7 @@ class Syncer:
         self.pending: Callable[[], Mapping[str, str]] = dict
         #: Target files that may have changed locally since the last look (the agent's watcher), or None when
         #: nobody watched: then every file is `stat`ed and compared with the manifest.
-        self.dirty: Callable[[], set[str] | None] = lambda: None
+        self.dirty: Callable[[], set[str] | None] = nobody_watched
         self._lock: StateLock | None = None
         #: Changed git paths that are not UTF-8 (set by the last diff); the commit is not applied while any exist.
         self.unusable_names: tuple[Problem, ...] = ()
@@ -129,6 +130,7 @@ class Syncer:
         self.include = settings.include
         self._other_changes: list[Change] = []  # changed files under repo.path that are not definitions
         self._roots_seen: tuple[str, dict[str, bool]] = ("", {})  # (commit, companion root -> exists in it)
+        self._early_look: EarlyLook | None = None  # the directory's fingerprint, taken while git fetches
         self._check_state_matches_target()
 
     @classmethod
@@ -344,7 +346,8 @@ class Syncer:
         companions = state.has_companions()
         if local is None and not companions:  # nobody watched (`sync --once`): has anything changed since?
             last = state.get(LOOK_KEY)
-            fingerprint = self.target.fingerprint() if last else None
+            fingerprint = (self._early_look.result() if self._early_look else self.target.fingerprint()) \
+                if last else None
             if fingerprint is not None and fingerprint == last["fingerprint"]:
                 local = set()  # no entry changed since: only what was still open then needs a look
                 drifted = set(last["open"])
@@ -652,6 +655,10 @@ class Syncer:
         the cycle's one fetch shared by several targets (target_set.SharedFetch); default: fetch here."""
         started = time.monotonic()
         applied = self.state.get("applied_commit")
+        # Nobody watched (`sync --once`) and the last look was remembered: the directory's fingerprint is taken
+        # on a thread while git fetches (a stat per entry, ~40 ms for 10,000 files, otherwise added to the wait).
+        self._early_look = EarlyLook(self.target.fingerprint) \
+            if self.dirty is nobody_watched and self.state.get(LOOK_KEY) and not self.state.has_companions() else None
         try:
             progress.step(f"fetching {self.settings.repo_ref or self.settings.repo_branch}")
             head = fetch() if fetch is not None else fetch_target(self.mirror, self.settings.repo_ref)
@@ -885,6 +892,28 @@ def _names(p: Prepared, repo_path: str) -> tuple[str, ...]:
     """A written file's job names (a companion file has none)."""
     record = p.tree.get(repo_path)
     return record.names if record is not None else ()
+
+
+def nobody_watched() -> set[str] | None:
+    """The default `Syncer.dirty`: no watcher, so every file may have changed."""
+    return None
+
+
+class EarlyLook:
+    """A look at the target directory run on a thread, so it overlaps with the fetch that precedes its use. A
+    change made after it is seen by the next sync: the fingerprint it stores sums what was looked at."""
+
+    def __init__(self, look: Callable[[], int | None]) -> None:
+        self._value: int | None = None
+        self._thread = threading.Thread(target=self._run, args=(look,), name="gitsync-look", daemon=True)
+        self._thread.start()
+
+    def _run(self, look: Callable[[], int | None]) -> None:
+        self._value = look()
+
+    def result(self) -> int | None:
+        self._thread.join()
+        return self._value
 
 
 def _folder_names(record: TreeRecord | None) -> set[str]:
