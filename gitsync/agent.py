@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gitsync.agent")
 
+#: The longest an idle worker sleeps without being woken (a safety net: every trigger wakes it at once).
+IDLE_WAKE = 60.0
+
 class Agent:
     """Each cycle (`run_once`): recover, capture, flush, pull, record. Pushing before pulling means the pull
     that follows already brings git's version of what was just saved.
@@ -245,7 +248,7 @@ class Agent:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                reason = self._wake.get(timeout=0.5)
+                reason = self._wake.get(timeout=self._until_retry())
             except queue.Empty:
                 if not self._push_retry_due():
                     continue
@@ -358,6 +361,22 @@ class Agent:
             self.syncs_done += 1
             self._done.notify_all()
         return result
+
+    def _until_retry(self) -> float:
+        """How long the idle worker may sleep: until the earliest push retry is due, at most IDLE_WAKE seconds.
+        Everything else (timer, webhook, watcher, signal, stop) wakes it through the queue, so an idle agent
+        does not wake twice a second to look at its database."""
+        wait = IDLE_WAKE
+        for unit in self.units:
+            if unit.pushback is None:
+                continue
+            try:
+                due = unit.pushback.retry_due()
+            except Exception:  # a state read failing here is reported by the next cycle's steps
+                return 0.5
+            if due is not None:
+                wait = min(wait, due - unit.pushback.clock())
+        return max(wait, 0.01)
 
     def _push_retry_due(self) -> bool:
         """Push retries keep their own timer: with `sync.interval = 600` a retry due in 2 s still runs in 2 s."""

@@ -2,11 +2,44 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 from typing import Any
 
 from gitsync.errors import GitsyncError
+
+
+@functools.cache
+def _quiet_server_class() -> Any:
+    """Built on first use: uvicorn is imported only by the commands that serve HTTP."""
+    import asyncio
+
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn's loop wakes every 0.1 s to see whether it should exit, which is most of what an idle agent
+        spends. This one ticks once a second (the resolution of the Date header the tick refreshes) and is
+        woken at once by `wake()`."""
+
+        _event: asyncio.Event | None = None
+        _loop: asyncio.AbstractEventLoop | None = None
+
+        async def main_loop(self) -> None:
+            self._loop, self._event = asyncio.get_running_loop(), asyncio.Event()
+            counter = 0
+            while not await self.on_tick(counter):
+                counter = (counter + 10) % 864000  # on_tick refreshes the Date header when counter % 10 == 0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._event.wait(), 1.0)
+
+        def wake(self) -> None:
+            if self._loop is not None and self._event is not None:
+                with contextlib.suppress(RuntimeError):  # the loop already closed
+                    self._loop.call_soon_threadsafe(self._event.set)
+
+    return QuietServer
 
 
 class ServerThread:
@@ -20,7 +53,7 @@ class ServerThread:
         # unauthenticated clients can make the server hold (each body is bounded by the app).
         # `log_config=None`: uvicorn's own logging config (logging.config.dictConfig) closes every handler
         # the process already has, so a log file set up before the server started went silent.
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+        self._server = _quiet_server_class()(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                      log_config=None, lifespan="off", access_log=False,
                                                      limit_concurrency=limit_concurrency))
         self._thread = threading.Thread(target=self._server.run, name=name, daemon=True)
@@ -41,6 +74,7 @@ class ServerThread:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._server.should_exit = True
+        self._server.wake()
         self._thread.join(timeout)
 
     def __enter__(self) -> ServerThread:
