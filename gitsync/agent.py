@@ -362,34 +362,34 @@ class Agent:
             self._done.notify_all()
         return result
 
+    def _retry_in(self) -> list[float | None]:
+        """Seconds until each waiting push retry is due (negative: overdue); None where the state could not be
+        read (a state read failing here is reported by the next cycle's steps)."""
+        found: list[float | None] = []
+        for unit in self.units:
+            if unit.pushback is None:
+                continue
+            try:
+                due = unit.pushback.retry_due()
+            except Exception:
+                found.append(None)
+                continue
+            if due is not None:
+                found.append(due - unit.pushback.clock())
+        return found
+
     def _until_retry(self) -> float:
         """How long the idle worker may sleep: until the earliest push retry is due, at most IDLE_WAKE seconds.
         Everything else (timer, webhook, watcher, signal, stop) wakes it through the queue, so an idle agent
         does not wake twice a second to look at its database."""
-        wait = IDLE_WAKE
-        for unit in self.units:
-            if unit.pushback is None:
-                continue
-            try:
-                due = unit.pushback.retry_due()
-            except Exception:  # a state read failing here is reported by the next cycle's steps
-                return 0.5
-            if due is not None:
-                wait = min(wait, due - unit.pushback.clock())
-        return max(wait, 0.01)
+        waits = self._retry_in()
+        if None in waits:
+            return 0.5
+        return max(min([IDLE_WAKE, *(w for w in waits if w is not None)]), 0.01)
 
     def _push_retry_due(self) -> bool:
         """Push retries keep their own timer: with `sync.interval = 600` a retry due in 2 s still runs in 2 s."""
-        for unit in self.units:
-            if unit.pushback is None:
-                continue
-            try:
-                due = unit.pushback.retry_due()
-            except Exception:  # a state read failing here is reported by the next cycle's steps
-                continue
-            if due is not None and unit.pushback.clock() >= due:
-                return True
-        return False
+        return any(wait is not None and wait <= 0 for wait in self._retry_in())
 
     def cycle_ok(self) -> bool:
         """/syncz: a cycle has succeeded, and the latest one failed in no step for any target (for monitors, not

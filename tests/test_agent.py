@@ -277,25 +277,23 @@ def test_a_one_file_commit_keeps_every_other_files_warning_in_status_and_metrics
     agent = start_agent(remote, **{"sync.interval": 3600.0})
     assert agent.wait_for_syncs(1, timeout=30)
 
-    def problems() -> tuple[list[tuple[str, str]], str]:
+    def problems_after(syncs: int) -> tuple[list[tuple[str, str]], str]:
+        assert http.post(url(agent, "/webhook")).status_code == 202
+        assert agent.wait_for_syncs(syncs, timeout=30)
         found = http.get(url(agent, "/status")).json()["problems"]
         metrics = [line for line in http.get(url(agent, "/metrics")).text.splitlines()
                    if line.startswith("gitsync_problems{")]
         return sorted((p["path"], p["severity"]) for p in found), "\n".join(sorted(metrics))
 
     remote.commit({"jobs/bake/bake.kit": kit("bake", args=("again",), extra=exts)}, "one file")
-    assert http.post(url(agent, "/webhook")).status_code == 202
-    assert agent.wait_for_syncs(2, timeout=30)
-    listed, metrics = problems()
+    listed, metrics = problems_after(2)
     assert listed == [("jobs/bake/bake.kit", "warning"), ("jobs/check/check.kit", "warning"),
                       ("jobs/render/render.kit", "warning")]
     assert 'gitsync_problems{severity="warning",target="default"} 3.0' in metrics
     assert 'gitsync_problems{severity="error",target="default"} 0.0' in metrics
 
     remote.commit({"jobs/check/check.kit": "[job.check\n"}, "broken")
-    assert http.post(url(agent, "/webhook")).status_code == 202
-    assert agent.wait_for_syncs(3, timeout=30)
-    listed, metrics = problems()
+    listed, metrics = problems_after(3)
     assert listed == [("jobs/bake/bake.kit", "warning"), ("jobs/check/check.kit", "error"),
                       ("jobs/render/render.kit", "warning")]
     assert 'gitsync_problems{severity="warning",target="default"} 2.0' in metrics
