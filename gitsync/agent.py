@@ -446,9 +446,9 @@ class Agent:
             m.conflict_branches.labels(name).set(len(conflicts))
             m.commit.labels(name).info({"applied": state.get("applied_commit") or "",
                                         "head": state.get("head_commit") or ""})
-        counts = _problem_counts(unit, result)
-        for severity in ("error", "warning"):
-            m.problems.labels(severity, name).set(counts[severity])
+            counts = _problem_counts(unit, result)  # reads the state database: inside the guard too
+            for severity in ("error", "warning"):
+                m.problems.labels(severity, name).set(counts[severity])
 
 
 def _problem_counts(unit: Unit, result: SyncResult) -> Counter[str]:
