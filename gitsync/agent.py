@@ -458,7 +458,9 @@ def _problem_counts(unit: Unit, result: SyncResult) -> Counter[str]:
     if result.judged is None or not isinstance(unit.syncer, Syncer):
         return Counter(p.severity for p in result.problems)
     if result.judged or result.result != "noop" or unit.problem_counts is None:
-        counts = Counter(unit.syncer.state.problem_counts(leaving_out=result.judged))
+        state = unit.syncer.state
+        counts = Counter(state.problem_counts())  # the stored ones, then the judged paths' as the pull found them
+        counts.subtract(p.severity for found in state.problems_of(result.judged).values() for p in found)
         counts.update(p.severity for p in result.problems if p.path in result.judged)
         unit.problem_counts = counts
     return unit.problem_counts

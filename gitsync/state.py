@@ -413,14 +413,12 @@ class State:
                     (root + "/", root + "0")))
         return frozenset(found)
 
-    def problem_counts(self, leaving_out: Iterable[str] = ()) -> dict[str, int]:
-        """Stored problems by severity, counted inside SQLite (no row decoded here), leaving some paths out."""
-        left = sorted(set(leaving_out))
+    def problem_counts(self) -> dict[str, int]:
+        """Stored problems by severity, counted inside SQLite (no row decoded here)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT json_extract(j.value, '$.severity'), COUNT(*) "
-                "FROM tree_problems, json_each(tree_problems.problems) AS j "
-                f"WHERE repo_path NOT IN ({', '.join('?' * len(left))}) GROUP BY 1", left).fetchall()
+                "FROM tree_problems, json_each(tree_problems.problems) AS j GROUP BY 1").fetchall()
         return {str(severity): int(count) for severity, count in rows}
 
     def current_problems(self) -> list[dict[str, Any]]:
