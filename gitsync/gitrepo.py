@@ -383,11 +383,7 @@ class GitMirror:
         settled = self._from_known_no(older, newer)
         if settled is not None:
             return settled
-        for step in (None, *self._DEEPEN_STEPS):
-            if step is not None:
-                if not self.shallow_commits():
-                    break
-                self.deepen(step)
+        for _ in self._deepening():
             view, cut = self._real_view()
             if self._exit_code(*view, "merge-base", "--is-ancestor", "--end-of-options", older, newer)[0] == 0:
                 self._present.update((older, newer))
@@ -441,6 +437,16 @@ class GitMirror:
     #: commits (`--deepen`, in multiples of the depth), then the whole history (`--unshallow`). The next
     #: fetch (`--depth`) cuts it back, and maintenance prunes what fell below the boundary.
     _DEEPEN_STEPS: tuple[int, ...] = (10, 100, 0)
+
+    def _deepening(self) -> Iterator[None]:
+        """For a question that may need older history: once with the mirror as it is, then again after each
+        deeper fetch (`_DEEPEN_STEPS`), for as long as the mirror is shallow. Ends when it holds everything."""
+        yield
+        for step in self._DEEPEN_STEPS:
+            if not self.shallow_commits():
+                return
+            self.deepen(step)
+            yield
 
     def shallow_commits(self) -> set[str]:
         """The commits whose parents the mirror lacks (git's `shallow` file); empty for a complete mirror."""
@@ -520,11 +526,7 @@ class GitMirror:
     def reach(self, older: str, newer: str) -> None:
         """Make the mirror's own view hold the history from `newer` down to `older` and `older`'s parents, so
         rev-list, merge-tree and log (rollback) see what a full clone sees. `older` must be an ancestor."""
-        for step in (None, *self._DEEPEN_STEPS):
-            if step is not None:
-                if not self.shallow_commits():
-                    break
-                self.deepen(step)
+        for _ in self._deepening():
             if older not in self.shallow_commits() and self._is_ancestor_here(older, newer):
                 return
         raise GitError(f"cannot read the history from {newer[:12]} to {older[:12]}: the remote no longer has it")
@@ -532,11 +534,7 @@ class GitMirror:
     def find_in_history(self, name: str) -> str | None:
         """A commit id (full or abbreviated) or ref name, looked up in the branch's history: on a shallow mirror
         history is deepened until it is found or the mirror holds all of it (`None`: not in the branch)."""
-        for step in (None, *self._DEEPEN_STEPS):
-            if step is not None:
-                if not self.shallow_commits():
-                    return None
-                self.deepen(step)
+        for _ in self._deepening():
             found = self.find_commit(name)
             if found and self.has_commit(found):
                 return found
@@ -545,9 +543,7 @@ class GitMirror:
     def parents(self, sha: str) -> list[str]:
         """The parents of a commit, deepening a shallow mirror when `sha` is at its boundary (where git would
         report no parents, and a revert would take the commit for the first one)."""
-        for step in (None, *self._DEEPEN_STEPS):
-            if step is not None:
-                self.deepen(step)
+        for _ in self._deepening():
             if sha not in self.shallow_commits():
                 return self._run("rev-list", "rev-list", "--parents", "-n", "1", "--end-of-options", sha,
                                  "--").split()[1:]
@@ -636,17 +632,8 @@ class GitMirror:
 
     def _object_headers(self, blobs: list[str]) -> dict[str, tuple[str, int]]:
         """The type and size of each of `blobs` the mirror has (one process); missing ones are left out."""
-        if not blobs:
-            return {}
-        import subprocess
-
-        with _LOCK:
-            self._ensure_mirror()
-            done = subprocess.run(["git", "--git-dir", str(self.path), "cat-file", "--batch-check"],
-                                  input="".join(f"{blob}\n" for blob in blobs).encode(), capture_output=True,
-                                  env={**os.environ, **git_env(self.credentials)})
         headers: dict[str, tuple[str, int]] = {}
-        for line in done.stdout.decode("utf-8", "replace").splitlines():
+        for line in self._batch_check(blobs).values():
             parts = line.split()
             if len(parts) == 3 and parts[2].isdigit():
                 headers[parts[0]] = (parts[1], int(parts[2]))
