@@ -182,20 +182,14 @@ class DirectoryTarget:
 
     def fingerprint(self) -> int | None:
         """The directory's `Fingerprint` (one stat per entry, nothing read); None when it cannot be listed."""
-        total, blake2b = 0, hashlib.blake2b
+        counted = Fingerprint()
         try:
             with os.scandir(self.directory) as entries:
-                for entry in entries:  # entry_hash(name, _entry_key(entry)), inlined: this loop runs per file
-                    try:
-                        st = entry.stat()
-                        key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-                    except OSError:
-                        key = UNSTATABLE
-                    digest = blake2b(f"{entry.name}\0{key}".encode("utf-8", "surrogateescape"), digest_size=8).digest()
-                    total += int.from_bytes(digest, "big")
+                for entry in entries:
+                    counted.add(entry.name, _entry_key(entry))
         except OSError:
             return None
-        return total % FINGERPRINT_MOD
+        return counted.value
 
     def stat_keys(self, names: Iterable[str]) -> dict[str, str | None]:
         """Each name's stat key now, as `fingerprint` counts it (None: no such entry)."""
