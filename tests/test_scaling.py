@@ -135,16 +135,21 @@ def counted(run: Callable[[], Any], syncer: Syncer, monkeypatch: pytest.MonkeyPa
     return counts, result
 
 
-def one_file_change(root: Path, count: int, monkeypatch: pytest.MonkeyPatch, extra: str = "") -> Counts:
-    """Counts for syncing a one-file commit in a watched target (the agent: nothing dirty locally)."""
+def one_file_change(root: Path, count: int, monkeypatch: pytest.MonkeyPatch, extra: str = "", *,
+                    watched: bool = True) -> Counts:
+    """Counts for syncing a one-file commit: in a watched target (the agent: nothing dirty locally), or with
+    nobody watching (`sync --once`) once a run has fingerprinted the target."""
     remote = seeded_remote(root, count, extra)
     settings = load_settings(None, {"repo.url": remote.url, "repo.path": "jobs", "target.directory":
                                     str(root / "target"), "state.dir": str(root / "state")})
-    syncer = Syncer.from_settings(settings)
-    syncer.dirty = set  # the watcher saw nothing
+    syncer = Syncer.from_settings(settings)  # nobody watches: `dirty` says None
+    if watched:
+        syncer.dirty = set  # the watcher saw nothing
     try:
         assert syncer.sync().result == "synced"
         assert len(list((root / "target").iterdir())) == count
+        if not watched:
+            assert syncer.sync().result == "noop"  # compares every file with the manifest, and fingerprints them
         path = "jobs/group-07/job-00007.kit"
         remote.commit({path: kit("job-00007", args=("changed",), extra=extra)})
         counts, result = counted_sync(syncer, monkeypatch)
@@ -320,28 +325,11 @@ def test_a_sync_killed_while_validating_leaves_no_helper_holding_the_state_lock(
             os.kill(pid, signal.SIGKILL)
 
 
-def once_after_a_look(root: Path, count: int, monkeypatch: pytest.MonkeyPatch) -> Counts:
-    """Counts for `sync --once` (no watcher) after a one-file commit, once a run has fingerprinted the target."""
-    remote = seeded_remote(root, count)
-    settings = load_settings(None, {"repo.url": remote.url, "repo.path": "jobs", "target.directory":
-                                    str(root / "target"), "state.dir": str(root / "state")})
-    syncer = Syncer.from_settings(settings)  # nobody watches: `dirty` says None
-    try:
-        assert syncer.sync().result == "synced"
-        assert syncer.sync().result == "noop"  # compares every file with the manifest, and fingerprints them
-        remote.commit({"jobs/group-07/job-00007.kit": kit("job-00007", args=("changed",))})
-        counts, result = counted_sync(syncer, monkeypatch)
-        assert (result.result, result.written) == ("synced", ["job-00007.kit"])
-        return counts
-    finally:
-        syncer.close()
-
-
 def test_sync_once_without_a_watcher_stats_each_entry_once_and_reads_no_more_rows_among_2000(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    small = once_after_a_look(tmp_path / "small", 200, monkeypatch)
-    large = once_after_a_look(tmp_path / "large", 2000, monkeypatch)
+    small = one_file_change(tmp_path / "small", 200, monkeypatch, watched=False)
+    large = one_file_change(tmp_path / "large", 2000, monkeypatch, watched=False)
     print(f"once 200: {dict(small.c)}; 2000: {dict(large.c)}")
 
     assert (large["blobs"], large["parsed"]) == (small["blobs"], small["parsed"]) == (1, 1)

@@ -137,15 +137,22 @@ def test_the_previous_head_just_past_the_boundary_needs_no_deepening(sample_remo
     assert not [r for r in caplog.records if "deepening" in r.getMessage()]
 
 
+def synced_then_rewritten(s: Syncer, remote: RemoteRepo) -> str:
+    """Sync two commits, then force-push a branch without them, longer than the mirror's depth; returns the
+    commit the sync applied."""
+    start = remote.head()
+    others(remote, 2)
+    assert s.sync().result == "synced"
+    applied = str(s.state.get("applied_commit"))
+    git("reset", "--quiet", "--hard", start, cwd=remote.work)  # rewrite: drop the applied commit
+    others(remote, 4 * DEPTH, prefix="rewritten", force=True)
+    return applied
+
+
 def test_a_force_push_is_still_detected_on_a_shallow_mirror(sample_remote: RemoteRepo, tmp_path: Path) -> None:
     s = Syncer.from_settings(settings_for(sample_remote, tmp_path, **{"sync.on_force_push": "refuse"}))
     try:
-        start = sample_remote.head()
-        others(sample_remote, 2)
-        assert s.sync().result == "synced"
-        applied = s.state.get("applied_commit")
-        git("reset", "--quiet", "--hard", start, cwd=sample_remote.work)  # rewrite: drop the applied commit
-        others(sample_remote, 4 * DEPTH, prefix="rewritten", force=True)
+        applied = synced_then_rewritten(s, sample_remote)
         result = s.sync()
         still = s.state.get("applied_commit")
     finally:
@@ -162,12 +169,7 @@ def test_a_refused_force_push_costs_the_whole_history_once_not_per_new_commit(
 
     s = Syncer.from_settings(settings_for(sample_remote, tmp_path, **{"sync.on_force_push": "refuse"}))
     try:
-        start = sample_remote.head()
-        others(sample_remote, 2)
-        assert s.sync().result == "synced"
-        applied = s.state.get("applied_commit")
-        git("reset", "--quiet", "--hard", start, cwd=sample_remote.work)
-        others(sample_remote, 4 * DEPTH, prefix="rewritten", force=True)
+        applied = synced_then_rewritten(s, sample_remote)
         assert s.sync().result == "error"  # the whole history fetched once, to be sure
         prune_now(s)
         with caplog.at_level(logging.INFO, logger="gitsync.git"):
