@@ -183,18 +183,14 @@ class State:
             raise ConfigError(f"{self.path} was written by another version of gitsync (schema {version}, this one "
                               f"reads {SCHEMA_VERSION}); move it away: the next sync rebuilds it and adopts the "
                               "files that already match git")
-        _add_history_repeats(self._db)
-        self._add_folders_columns()
+        # Columns a database written by an older gitsync lacks (older versions name the columns they write, so
+        # they still work on it). `folders`: the rules key changed with it, so every file is checked again at the
+        # next sync and the column filled.
+        _add_missing_columns(self._db, "history", {"repeats": "INTEGER NOT NULL DEFAULT 1", "last_seen": "REAL"})
+        for table in ("tree", "validation"):
+            _add_missing_columns(self._db, table, {"folders": "TEXT NOT NULL DEFAULT '[]'"})
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _add_folders_columns(self) -> None:
-        """A database from before companion folders: add the `folders` columns (the rules key changed with them,
-        so every file is checked again at the next sync and the columns filled)."""
-        for table in ("tree", "validation"):
-            columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-            if columns and "folders" not in columns:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN folders TEXT NOT NULL DEFAULT '[]'")
 
     def close(self) -> None:
         with self._lock:
@@ -383,7 +379,7 @@ class State:
         """Every problem of the applied tree, by repo path: rows exist only for files that have one."""
         with self._lock:
             rows = self._db.execute("SELECT repo_path, problems FROM tree_problems").fetchall()
-        return {path: tuple(from_dict(p) for p in json.loads(probs)) for path, probs in rows}
+        return {path: _problems(probs) for path, probs in rows}
 
     def problem_paths(self) -> frozenset[str]:
         """Every repo path with a stored problem (keys only: nothing decoded)."""
@@ -393,14 +389,14 @@ class State:
     def problems_of(self, paths: Iterable[str]) -> dict[str, tuple[Problem, ...]]:
         """The stored problems of some repo paths (paths without any are left out)."""
         rows = self._select_in("SELECT repo_path, problems FROM tree_problems WHERE repo_path IN ({})", paths)
-        return {path: tuple(from_dict(p) for p in json.loads(probs)) for path, probs in rows}
+        return {path: _problems(probs) for path, probs in rows}
 
     def error_problems(self) -> dict[str, tuple[Problem, ...]]:
         """The stored problems of the files that have an error (through the partial index: warnings unread)."""
         with self._lock:
             rows = self._db.execute("SELECT repo_path, problems FROM tree_problems "
                                     "WHERE instr(problems, '\"severity\": \"error\"') > 0").fetchall()
-        found = {path: tuple(from_dict(p) for p in json.loads(probs)) for path, probs in rows}
+        found = {path: _problems(probs) for path, probs in rows}
         return {path: probs for path, probs in found.items() if any(p.severity == "error" for p in probs)}
 
     def problem_paths_under(self, roots: Iterable[str]) -> frozenset[str]:
@@ -586,13 +582,13 @@ class State:
 REFUSALS = ("invalid", "refused")
 
 
-def _add_history_repeats(db: sqlite3.Connection) -> None:
-    """A history table made before rows counted their repeats gets the two columns (older gitsync versions
-    name their columns when they write, so they still work on it)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(history)")}
-    if columns and "repeats" not in columns:
-        db.execute("ALTER TABLE history ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1")
-        db.execute("ALTER TABLE history ADD COLUMN last_seen REAL")
+def _add_missing_columns(db: sqlite3.Connection, table: str, columns: Mapping[str, str]) -> None:
+    """Add the columns (name -> declaration) an existing table lacks; a table not created yet is left to the
+    schema, which has them."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for name, declaration in columns.items():
+        if have and name not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
 
 def _problems(text: str) -> tuple[Problem, ...]:
