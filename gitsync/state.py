@@ -449,10 +449,14 @@ class State:
                                (blob, rules, json.dumps(names), json.dumps([p.__dict__ for p in problems]),
                                 json.dumps(folders)) for blob, (names, problems, folders) in found.items()))
 
-    def foreign_files(self) -> dict[str, tuple[str, str, tuple[str, ...]]]:
-        """Remembered foreign files: target -> (stat key, blob id, job names)."""
-        with self._lock:
-            rows = self._db.execute("SELECT target, stat, blob, names FROM foreign_files").fetchall()
+    def foreign_files(self, targets: Iterable[str] | None = None) -> dict[str, tuple[str, str, tuple[str, ...]]]:
+        """Remembered foreign files: target -> (stat key, blob id, job names); all of them, or those of `targets`."""
+        if targets is not None:
+            rows = self._select_in("SELECT target, stat, blob, names FROM foreign_files WHERE target IN ({})",
+                                   targets)
+        else:
+            with self._lock:
+                rows = self._db.execute("SELECT target, stat, blob, names FROM foreign_files").fetchall()
         return {target: (stat, blob, tuple(json.loads(names))) for target, stat, blob, names in rows}
 
     def remember_foreign(self, files: Mapping[str, tuple[str, str, tuple[str, ...]] | None]) -> None:

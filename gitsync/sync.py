@@ -385,7 +385,7 @@ class Syncer:
                 unknown = {t for t in targets if t not in everything and companion.is_companion_target(t)}
                 found.update(self.target.scan_names(unknown, {}))  # a file of someone else's in a companion folder
                 return mine, found
-            return mine, self.target.scan_names(targets, self._known(mine))
+            return mine, self.target.scan_names(targets, self._known(mine, targets))
 
         owned, seen = look(scope)
         foreign, renamed = self._refresh_foreign(seen, owned, {}, scope)
@@ -427,9 +427,10 @@ class Syncer:
             return plan, None  # removing companion files alone is never a mass delete of definitions
         return plan, mass_delete_refusal(plan, owned_count(), self.settings.sync_max_delete_share, allow_mass_delete)
 
-    def _known(self, owned: Mapping[str, Owned | Seen]) -> dict[str, Seen]:
-        """What each target file held when last looked at (owned, or foreign and remembered), by stat."""
-        known = {t: Seen(blob, stat) for t, (stat, blob, _) in self.state.foreign_files().items()}
+    def _known(self, owned: Mapping[str, Owned | Seen], targets: Iterable[str] | None = None) -> dict[str, Seen]:
+        """What each target file (or each of `targets`) held when last looked at (owned, or foreign and
+        remembered), by stat."""
+        known = {t: Seen(blob, stat) for t, (stat, blob, _) in self.state.foreign_files(targets).items()}
         known.update({t: Seen(o.blob, o.stat) for t, o in owned.items()})
         return known
 
