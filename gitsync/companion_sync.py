@@ -36,8 +36,7 @@ class Companions:
 
 def work_out(mirror: GitMirror, state: State, head: str, records: Mapping[str, TreeRecord], invalid: set[str], *,
              whole: Iterable[str], files: Mapping[str, set[str]], max_size: int,
-             problems_under: Callable[[Iterable[str]], frozenset[str]] = lambda roots: frozenset(),
-             present_roots: Container[str] = ()) -> Companions:
+             problems_under: Callable[[Iterable[str]], frozenset[str]], present_roots: Container[str]) -> Companions:
     """`records`: every definition naming one of the folders (at `head`); `whole`: folders to work out whole;
     `files`: folder -> targets inside it to look up; `problems_under`: the repo paths with stored problems inside
     some folders (cleared when under a folder worked out whole and no longer found); `present_roots`: the named
